@@ -1,0 +1,1 @@
+"""Backends run inside the worker process only; the daemon never imports them."""

@@ -1,0 +1,120 @@
+"""The seam between the worker and a native runtime.
+
+Types here are plain dataclasses: they cross the worker pipe as JSON and carry
+no transport concerns (wire schemas live in rpc/ and http/).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """Per-load options; ``None`` means "the backend's configured default"."""
+
+    ctx_size: int | None = None
+    threads: int | None = None
+    batch_size: int | None = None
+    chat_template: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoadOptions:
+        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    max_tokens: int = 1024
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    """A chat conversation to continue, or a raw prompt when ``prompt`` is set."""
+
+    messages: tuple[ChatMessage, ...] = ()
+    prompt: str | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerateRequest:
+        sampling = dict(data.get("sampling") or {})
+        sampling["stop"] = tuple(sampling.get("stop") or ())
+        return cls(
+            messages=tuple(ChatMessage(**m) for m in data.get("messages") or ()),
+            prompt=data.get("prompt"),
+            sampling=Sampling(**sampling),
+        )
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "cached_tokens": self.cached_tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateResult:
+    finish_reason: FinishReason
+    usage: Usage
+
+
+EmitText = Callable[[str], None]
+
+
+class Backend(Protocol):
+    """What the worker needs from a runtime. All calls happen in the worker."""
+
+    def load(self, path: Path, options: LoadOptions) -> dict[str, Any]:
+        """Load the model; return its properties (context size, template, ...)."""
+        ...
+
+    def generate(
+        self, request: GenerateRequest, emit: EmitText, cancel: threading.Event
+    ) -> GenerateResult:
+        """Stream text pieces through ``emit``; stop early once ``cancel`` is set."""
+        ...
+
+    def close(self) -> None:
+        """Free native resources; called exactly once, from the worker."""
+        ...

@@ -1,0 +1,225 @@
+"""llama.cpp backend (llama-cpp-python) for .gguf models. Worker process only."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..errors import BackendUnavailable, ContextLengthExceeded, GenerationFailed, LoadFailed
+from .base import EmitText, GenerateRequest, GenerateResult, LoadOptions, Usage
+from .textstream import TextStream
+
+logger = logging.getLogger(__name__)
+
+GGUF_MAGIC = b"GGUF"
+# Used only when a model carries no chat template and none was given.
+FALLBACK_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _import_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+        import llama_cpp.llama_chat_format
+    except ImportError:
+        raise BackendUnavailable(
+            "the llama.cpp backend (llama-cpp-python) is not installed"
+        ) from None
+    return llama_cpp
+
+
+def check_gguf_header(path: Path) -> None:
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if head[:4] != GGUF_MAGIC:
+        raise LoadFailed("the file is not a GGUF model (bad magic bytes)")
+    if len(head) < 8 or int.from_bytes(head[4:8], "little") not in (2, 3):
+        raise LoadFailed("unsupported GGUF version")
+
+
+class LlamaCppBackend:
+    def __init__(self, defaults: LoadOptions) -> None:
+        self._defaults = defaults
+        self._lib = _import_llama_cpp()
+        self._llm: Any = None
+        self._formatter: Any = None
+
+    # --- load ----------------------------------------------------------------------
+
+    def load(self, path: Path, options: LoadOptions) -> dict[str, Any]:
+        check_gguf_header(path)
+        ctx_size = _pick(options.ctx_size, self._defaults.ctx_size, 4096)
+        threads = _pick(options.threads, self._defaults.threads, 0) or (os.cpu_count() or 1)
+        batch = _pick(options.batch_size, self._defaults.batch_size, 512)
+        try:
+            self._llm = self._lib.Llama(
+                model_path=str(path),
+                n_ctx=ctx_size,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_batch=batch,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            logger.error("llama.cpp failed to load the model: %s", exc)
+            raise LoadFailed(
+                "llama.cpp could not load the model (corrupt, truncated or unsupported file)"
+            ) from None
+        train_ctx = int(self._llm._model.n_ctx_train())
+        if options.ctx_size and train_ctx > 0 and options.ctx_size > train_ctx:
+            self.close()
+            raise LoadFailed(
+                f"ctx_size {options.ctx_size} exceeds the model's limit of {train_ctx} tokens",
+                limit=train_ctx,
+            )
+        source, template = self._template_for(options.chat_template)
+        self._formatter = self._make_formatter(template)
+        return self._props(train_ctx, threads, batch, source, template)
+
+    def _template_for(self, override: str | None) -> tuple[str, str]:
+        if override:
+            return "override", override
+        own = self._llm.metadata.get("tokenizer.chat_template")
+        if own:
+            return "model", str(own)
+        return "fallback", FALLBACK_TEMPLATE
+
+    def _make_formatter(self, template: str) -> Any:
+        model = self._llm._model
+        eos, bos = self._llm.token_eos(), self._llm.token_bos()
+        try:
+            return self._lib.llama_chat_format.Jinja2ChatFormatter(
+                template=template,
+                eos_token=model.token_get_text(eos) if eos != -1 else "",
+                bos_token=model.token_get_text(bos) if bos != -1 else "",
+            )
+        except Exception as exc:  # jinja2 raises many types for a bad template
+            self.close()
+            raise LoadFailed(f"the chat template does not compile: {exc}") from None
+
+    def _props(
+        self, train_ctx: int, threads: int, batch: int, source: str, template: str
+    ) -> dict[str, Any]:
+        meta = self._llm.metadata
+        return {
+            "backend": "llama.cpp",
+            "backend_version": getattr(self._lib, "__version__", "unknown"),
+            "architecture": meta.get("general.architecture"),
+            "name": meta.get("general.name"),
+            "n_ctx": int(self._llm.n_ctx()),
+            "n_ctx_train": train_ctx,
+            "n_vocab": int(self._llm.n_vocab()),
+            "n_params": int(self._llm._model.n_params()),
+            "threads": threads,
+            "batch_size": batch,
+            "chat_template": template,
+            "chat_template_source": source,
+        }
+
+    # --- generate ------------------------------------------------------------------
+
+    def generate(
+        self, request: GenerateRequest, emit: EmitText, cancel: threading.Event
+    ) -> GenerateResult:
+        tokens = self._prompt_tokens(request)
+        n_ctx = int(self._llm.n_ctx())
+        if len(tokens) >= n_ctx:
+            raise ContextLengthExceeded(
+                f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}",
+                prompt_tokens=len(tokens),
+                n_ctx=n_ctx,
+            )
+        usage = Usage(prompt_tokens=len(tokens), cached_tokens=self._cached_prefix(tokens))
+        budget = min(request.sampling.max_tokens, n_ctx - len(tokens))
+        reason = self._sample_loop(tokens, request, budget, usage, emit, cancel)
+        return GenerateResult(finish_reason=reason, usage=usage)
+
+    def _prompt_tokens(self, request: GenerateRequest) -> list[int]:
+        if request.prompt is not None:
+            return list(self._llm.tokenize(request.prompt.encode(), add_bos=True, special=False))
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        try:
+            rendered = self._formatter(messages=messages)
+        except Exception as exc:  # template code can raise anything (raise_exception)
+            raise GenerationFailed(f"the chat template rejected the conversation: {exc}") from None
+        return list(
+            self._llm.tokenize(
+                rendered.prompt.encode(), add_bos=not rendered.added_special, special=True
+            )
+        )
+
+    def _cached_prefix(self, tokens: list[int]) -> int:
+        """Prompt tokens llama.cpp will reuse from the KV cache (it keeps the prefix)."""
+        resident = self._llm._input_ids[: self._llm.n_tokens]
+        same = 0
+        for old, new in zip(resident, tokens, strict=False):
+            if old != new:
+                break
+            same += 1
+        # llama.cpp always re-evaluates at least one token to get fresh logits.
+        return min(same, len(tokens) - 1)
+
+    def _sample_loop(
+        self,
+        tokens: list[int],
+        request: GenerateRequest,
+        budget: int,
+        usage: Usage,
+        emit: EmitText,
+        cancel: threading.Event,
+    ) -> Any:
+        s = request.sampling
+        self._llm.set_seed(s.seed if s.seed is not None else random.getrandbits(32))
+        text = TextStream(s.stop)
+        vocab = self._llm._model.vocab
+        if budget <= 0:
+            return "length"
+        for token in self._llm.generate(
+            tokens,
+            top_k=s.top_k,
+            top_p=s.top_p,
+            min_p=s.min_p,
+            temp=s.temperature,
+            repeat_penalty=s.repeat_penalty,
+            presence_penalty=s.presence_penalty,
+            frequency_penalty=s.frequency_penalty,
+        ):
+            if cancel.is_set():
+                return "abort"
+            if self._lib.llama_vocab_is_eog(vocab, token):
+                break
+            usage.completion_tokens += 1
+            piece = text.feed(self._llm.detokenize([token]))
+            if piece:
+                emit(piece)
+            if text.stopped:
+                return "stop"
+            if usage.completion_tokens >= budget:
+                _emit_rest(text, emit)
+                return "length"
+        _emit_rest(text, emit)
+        return "stop"
+
+    def close(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
+
+def _emit_rest(text: TextStream, emit: EmitText) -> None:
+    rest = text.finish()
+    if rest:
+        emit(rest)
+
+
+def _pick(*values: int | None) -> int:
+    for value in values:
+        if value is not None:
+            return value
+    return 0

@@ -1,0 +1,208 @@
+"""One frozen, validated configuration: defaults < TOML file < RKLLMD_* env < CLI.
+
+Building a ``Config`` has no side effects; every problem is reported as a
+``ConfigError`` with the offending key, before the daemon binds anything.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("/etc/rkllmd/rkllmd.toml")
+DEFAULT_MODELS_DIR = Path("/var/lib/rkllmd/models")
+SYSTEM_SOCKET = Path("/run/rkllmd/control.sock")
+ENV_PREFIX = "RKLLMD_"
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelsSection(_Section):
+    settle_seconds: float = Field(0.5, gt=0, le=60)
+    rescan_interval: float = Field(30.0, ge=1, le=3600)
+
+
+class QueueSection(_Section):
+    max_waiting: int = Field(8, ge=0, le=1024)
+
+
+class WorkerSection(_Section):
+    load_timeout_seconds: float = Field(300.0, gt=0)
+    unload_grace_seconds: float = Field(5.0, gt=0, le=120)
+    abort_grace_seconds: float = Field(5.0, gt=0, le=120)
+    stuck_seconds: float = Field(300.0, gt=0)
+
+
+class GenerationSection(_Section):
+    load_on_request: bool = True
+    default_max_tokens: int = Field(1024, ge=1, le=1_000_000)
+
+
+class LlamaCppSection(_Section):
+    ctx_size: int = Field(4096, ge=0, le=1_048_576)
+    threads: int = Field(0, ge=0, le=1024)
+    batch_size: int = Field(512, ge=1, le=65_536)
+
+
+class RkllmSection(_Section):
+    library: Path | None = None
+
+
+class HttpSection(_Section):
+    listen: str = "127.0.0.1:8080"
+    api_key: str | None = None
+    allow_unauthenticated_remote: bool = False
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+
+class Config(_Section):
+    models_dir: Path = DEFAULT_MODELS_DIR
+    socket: Path | None = None
+    socket_group: str = "rkllm"
+    load: str | None = None
+    log_level: LogLevel = "info"
+    drain_seconds: float = Field(15.0, ge=0, le=600)
+    models: ModelsSection = ModelsSection()
+    queue: QueueSection = QueueSection()
+    worker: WorkerSection = WorkerSection()
+    generation: GenerationSection = GenerationSection()
+    llamacpp: LlamaCppSection = LlamaCppSection()
+    rkllm: RkllmSection = RkllmSection()
+    http: HttpSection = HttpSection()
+    config_file: Path | None = None
+
+    @field_validator("socket")
+    @classmethod
+    def _check_socket(cls, value: Path | None) -> Path | None:
+        # sun_path is 108 bytes including the terminating NUL.
+        if value is not None and len(os.fsencode(value)) > 107:
+            raise ValueError("socket path is longer than the 107 bytes a Unix socket allows")
+        return value
+
+    def control_socket(self) -> Path:
+        return self.socket if self.socket is not None else default_socket_path()
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6) and check both halves."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"listen must be HOST:PORT, got {value!r}")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"port out of range in {value!r}")
+    return host.strip("[]"), port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def default_socket_path() -> Path:
+    """The system socket when /run/rkllmd is usable, else a per-user one."""
+    run_dir = SYSTEM_SOCKET.parent
+    if os.access(run_dir, os.W_OK) or (not run_dir.exists() and os.access(run_dir.parent, os.W_OK)):
+        return SYSTEM_SOCKET
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "rkllmd" / "control.sock"
+    return Path(f"/tmp/rkllmd-{os.getuid()}") / "control.sock"  # noqa: S108 - private 0700 dir
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """RKLLMD_MODELS_DIR -> models_dir; RKLLMD_QUEUE__MAX_WAITING -> queue.max_waiting."""
+    layer: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        node = layer
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return layer
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} is not readable") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid configuration: " + "; ".join(parts)
+
+
+def load_config(
+    cli: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Merge all layers and validate once. ``cli`` holds only options given."""
+    environ = os.environ if environ is None else environ
+    cli = dict(cli or {})
+    explicit = cli.pop("config", None) or environ.get(ENV_PREFIX + "CONFIG")
+    config_path = Path(explicit) if explicit else DEFAULT_CONFIG_FILE
+    data: dict[str, Any] = {}
+    if explicit or config_path.exists():
+        data = _read_file(config_path)
+        data["config_file"] = config_path
+    data = _merge(data, _env_layer(environ))
+    data = _merge(data, cli)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    _check_http_exposure(config)
+    return config
+
+
+def _check_http_exposure(config: Config) -> None:
+    host, _ = parse_listen(config.http.listen)
+    exposed = not is_loopback(host)
+    if exposed and not config.http.api_key and not config.http.allow_unauthenticated_remote:
+        raise ConfigError(
+            f"refusing to listen on non-loopback address {config.http.listen} without "
+            "http.api_key; set one, or set http.allow_unauthenticated_remote = true"
+        )

@@ -1,0 +1,129 @@
+"""Composition root and lifecycle of rkllmd.
+
+start: scan models -> bind control socket -> watcher + watchdog -> optional
+       initial load (EXTEND_TIMEOUT while it runs) -> READY=1
+run:   SIGHUP reloads config and rescans; STATUS follows the manager's state
+stop:  SIGTERM/SIGINT -> STOPPING=1 -> stop accepting -> drain with a deadline
+       -> stop the worker -> close connections -> exit 0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+from .config import Config, load_config
+from .errors import RkllmdError
+from .manager import ModelManager
+from .notify import Notifier
+from .registry import ModelRegistry
+from .rpc.dispatch import Dispatcher
+from .rpc.methods import build_methods
+from .rpc.server import ControlServer
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 100
+STUCK_CHECK_SECONDS = 5.0
+
+
+class Daemon:
+    def __init__(self, config: Config, cli: Mapping[str, Any]) -> None:
+        self.config = config
+        self._cli = dict(cli)
+        self._notifier = Notifier()
+        self._stop = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def run(self) -> int:
+        cfg = self.config
+        registry = ModelRegistry(cfg.models_dir, settle_seconds=cfg.models.settle_seconds,
+                                 rescan_interval=cfg.models.rescan_interval)
+        await registry.scan()
+        manager = ModelManager(cfg, registry)
+        methods = build_methods(manager, registry, lambda: self.config.generation.default_max_tokens)
+        control = ControlServer(cfg.control_socket(), Dispatcher(methods, max_batch=MAX_BATCH),
+                                group=cfg.socket_group)
+        await control.start()
+        self._install_signals(manager, registry)
+        self._spawn(registry.watch(self._stop))
+        self._spawn(self._watchdog(manager))
+        manager.on_change = lambda: self._notifier.status(self._status_line(manager))
+        await self._initial_load(manager)
+        self._notifier.ready(self._status_line(manager))
+        logger.info("ready; control socket %s, %d models in %s",
+                    control.path, len(registry.entries()), cfg.models_dir)
+
+        await self._stop.wait()
+
+        self._notifier.stopping()
+        logger.info("stopping: draining for up to %.0f s", self.config.drain_seconds)
+        await control.stop_accepting()
+        await manager.shutdown(self.config.drain_seconds)
+        await control.close()
+        await self._cancel_background()
+        logger.info("stopped")
+        return 0
+
+    async def _initial_load(self, manager: ModelManager) -> None:
+        if not self.config.load:
+            return
+        self._notifier.extend_timeout(self.config.worker.load_timeout_seconds + 10)
+        try:
+            await manager.load(self.config.load)
+        except RkllmdError as exc:
+            # Stay up: the owner can fix the model and load again over the socket.
+            logger.error("could not load %r at start: %s", self.config.load, exc.message)
+
+    def _install_signals(self, manager: ModelManager, registry: ModelRegistry) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload(manager, registry)))
+
+    async def _reload(self, manager: ModelManager, registry: ModelRegistry) -> None:
+        self._notifier.reloading()
+        try:
+            config = await asyncio.to_thread(load_config, self._cli)
+        except RkllmdError as exc:
+            logger.error("reload failed, keeping the running configuration: %s", exc.message)
+            config = self.config
+        if config.models_dir != self.config.models_dir or config.control_socket() != self.config.control_socket():
+            logger.warning("models_dir and socket changes take effect after a restart")
+        self.config = config
+        logging.getLogger().setLevel(config.log_level.upper())
+        manager.reconfigure(config)
+        await registry.scan()
+        self._notifier.reloaded(self._status_line(manager))
+        logger.info("configuration reloaded; %d models", len(registry.entries()))
+
+    async def _watchdog(self, manager: ModelManager) -> None:
+        interval = Notifier.watchdog_interval()
+        period = min(interval, STUCK_CHECK_SECONDS) if interval else STUCK_CHECK_SECONDS
+        while True:
+            # Runs on the loop: if the loop is wedged, pings stop and systemd acts.
+            manager.check_stuck()
+            if interval:
+                self._notifier.watchdog()
+            await asyncio.sleep(period)
+
+    @staticmethod
+    def _status_line(manager: ModelManager) -> str:
+        st = manager.status()
+        model = f" {st['model']}" if st["model"] else ""
+        return f"{st['state']}{model}; queue {st['queue']['waiting']}/{st['queue']['max']}"
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _cancel_background(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._background, return_exceptions=True)

@@ -1,0 +1,152 @@
+"""The one exception hierarchy of rkllmd.
+
+Every error a client can see is an ``RkllmdError`` subclass with a stable machine
+``code``. Transports map these classes once (``rpc/errors.py`` to JSON-RPC codes,
+the HTTP layer to status codes); nothing ever inspects message text. Messages are
+written for people and must never contain filesystem paths or exception dumps.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class RkllmdError(Exception):
+    """Base class: an expected failure with a stable code and a safe message."""
+
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details
+
+    def to_data(self) -> dict[str, Any]:
+        """Machine-readable payload shared by every transport."""
+        return {"code": self.code, **self.details}
+
+
+class ConfigError(RkllmdError):
+    """The configuration is invalid; raised before anything is bound."""
+
+    code = "invalid_config"
+
+
+# --- the request itself is wrong ---------------------------------------------------
+
+
+class InvalidParams(RkllmdError):
+    """A request parameter is missing, of the wrong type, or out of range."""
+
+    code = "invalid_params"
+
+
+class InvalidModelName(InvalidParams):
+    """A model name that can never name a model (path tricks, control characters)."""
+
+    code = "invalid_model_name"
+
+
+class ContextLengthExceeded(InvalidParams):
+    """The prompt does not fit the loaded model's context window."""
+
+    code = "context_length_exceeded"
+
+
+# --- the request is fine but names something that is not there --------------------
+
+
+class ModelNotFound(RkllmdError):
+    code = "model_not_found"
+
+
+class AmbiguousModel(RkllmdError):
+    code = "ambiguous_model"
+
+
+class NoModelLoaded(RkllmdError):
+    code = "no_model_loaded"
+
+
+class NotAvailable(RkllmdError):
+    """A feature that this build or this state of the daemon does not offer."""
+
+    code = "not_available"
+
+
+# --- capacity and lifecycle --------------------------------------------------------
+
+
+class QueueFull(RkllmdError):
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: int, **details: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **details)
+        self.retry_after = retry_after
+
+
+class ShuttingDown(RkllmdError):
+    code = "shutting_down"
+
+
+class Aborted(RkllmdError):
+    """The generation was cancelled (client gone, unload, shutdown)."""
+
+    code = "aborted"
+
+
+# --- the backend failed ------------------------------------------------------------
+
+
+class LoadFailed(RkllmdError):
+    code = "load_failed"
+
+
+class BackendUnavailable(RkllmdError):
+    """The runtime library for this model format is not installed."""
+
+    code = "backend_unavailable"
+
+
+class BackendCrashed(RkllmdError):
+    """The worker process died (segfault, OOM, kill) or stopped answering."""
+
+    code = "backend_crashed"
+
+
+class GenerationFailed(RkllmdError):
+    code = "generation_failed"
+
+
+ERRORS_BY_CODE: dict[str, type[RkllmdError]] = {
+    cls.code: cls
+    for cls in (
+        RkllmdError,
+        ConfigError,
+        InvalidParams,
+        InvalidModelName,
+        ContextLengthExceeded,
+        ModelNotFound,
+        AmbiguousModel,
+        NoModelLoaded,
+        NotAvailable,
+        ShuttingDown,
+        Aborted,
+        LoadFailed,
+        BackendUnavailable,
+        BackendCrashed,
+        GenerationFailed,
+    )
+}
+
+
+def error_from_code(code: str, message: str, **details: Any) -> RkllmdError:
+    """Rebuild an error that crossed a process boundary (worker -> daemon)."""
+    cls = ERRORS_BY_CODE.get(code, RkllmdError)
+    return cls(message, **details)
+
+
+class AlreadyRunning(RkllmdError):
+    """Another daemon answers on the control socket; never steal it."""
+
+    code = "already_running"

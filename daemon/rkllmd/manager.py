@@ -1,0 +1,324 @@
+"""ModelManager: the only owner of the resident model.
+
+Everything that touches the model (load, unload, generate) goes through one FIFO
+slot, so the backend sees one operation at a time. Generations wait in a bounded
+queue; loads and unloads are administrative and always queue. Loads are
+single-flight: a second request for the model being loaded joins the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import __version__
+from .backends.base import GenerateRequest, LoadOptions
+from .config import Config
+from .errors import LoadFailed, NoModelLoaded, QueueFull, RkllmdError, ShuttingDown
+from .registry import ModelEntry, ModelRegistry
+from .worker.proxy import DoneEvent, TokenEvent, WorkerProcess
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[str, float | None, str], Awaitable[None]]
+SpawnWorker = Callable[[Callable[[WorkerProcess, str], None]], Awaitable[WorkerProcess]]
+
+
+class State(enum.StrEnum):
+    IDLE = "idle"
+    LOADING = "loading"
+    READY = "ready"
+    GENERATING = "generating"
+    UNLOADING = "unloading"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class Resident:
+    entry: ModelEntry
+    options: LoadOptions
+    props: dict[str, Any]
+    worker: WorkerProcess
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """A running generation: which model serves it, and its event stream."""
+
+    model_id: str
+    events: AsyncIterator[TokenEvent | DoneEvent]
+
+
+async def _no_progress(stage: str, fraction: float | None, message: str) -> None:
+    return None
+
+
+class ModelManager:
+    def __init__(
+        self, config: Config, registry: ModelRegistry, spawn: SpawnWorker = WorkerProcess.spawn
+    ) -> None:
+        self._config = config
+        self._registry = registry
+        self._spawn = spawn
+        self._slot = asyncio.Lock()  # FIFO: waiters are woken in arrival order
+        self._waiting = 0
+        self._state = State.IDLE
+        self._subject: str | None = None  # model being loaded / failed
+        self._reason: str | None = None
+        self._resident: Resident | None = None
+        self._pending_load: tuple[ModelEntry, LoadOptions, asyncio.Task[None]] | None = None
+        self._closing = False
+        self._started = time.monotonic()
+        self.counters = dict.fromkeys(("generations", "completed", "aborted", "failed", "completion_tokens"), 0)
+        self.on_change: Callable[[], None] = lambda: None
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded config; new limits take effect for the next request."""
+        self._config = config
+
+    # --- queries -------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def status(self) -> dict[str, Any]:
+        resident = self._resident
+        return {
+            "state": self._state.value,
+            "model": resident.entry.id if resident else self._subject,
+            "format": resident.entry.format if resident else None,
+            "reason": self._reason,
+            "queue": {"waiting": self._waiting, "max": self._config.queue.max_waiting},
+            "worker_pid": resident.worker.pid if resident else None,
+            "loaded_at": resident.loaded_at.isoformat() if resident else None,
+            "options": resident.options.to_dict() if resident else {},
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "counters": dict(self.counters),
+            "version": __version__,
+        }
+
+    def list_models(self) -> list[dict[str, Any]]:
+        loaded = self._resident.entry.path if self._resident else None
+        return [{**e.to_dict(), "loaded": e.path == loaded} for e in self._registry.entries()]
+
+    def show(self, name: str) -> dict[str, Any]:
+        entry = self._registry.resolve(name)
+        resident = self._resident
+        is_loaded = resident is not None and resident.entry.path == entry.path
+        props = dict(resident.props) if resident and is_loaded else {}
+        return {**entry.to_dict(), "loaded": is_loaded, "props": props}
+
+    # --- the slot ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _exclusive(self, *, bounded: bool) -> AsyncIterator[None]:
+        if self._closing:
+            raise ShuttingDown("the daemon is shutting down")
+        if bounded and self._slot.locked() and self._waiting >= self._config.queue.max_waiting:
+            retry = min(60, 2 + 2 * self._waiting)
+            raise QueueFull(
+                f"the queue is full ({self._waiting} waiting); try again later", retry_after=retry
+            )
+        self._waiting += 1
+        try:
+            await self._slot.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            if self._closing:
+                raise ShuttingDown("the daemon is shutting down")
+            yield
+        finally:
+            self._slot.release()
+
+    def _set_state(self, state: State, *, subject: str | None = None, reason: str | None = None) -> None:
+        self._state, self._subject, self._reason = state, subject, reason
+        self.on_change()
+
+    # --- load / unload -------------------------------------------------------------
+
+    async def load(
+        self, name: str, options: LoadOptions | None = None, progress: ProgressCallback | None = None
+    ) -> dict[str, Any]:
+        entry = self._registry.resolve(name)
+        task = self._join_or_start_load(entry, options or LoadOptions(), progress or _no_progress)
+        # The load outlives an impatient caller: others may be waiting on it.
+        await asyncio.shield(task)
+        return self.status()
+
+    def _join_or_start_load(
+        self, entry: ModelEntry, options: LoadOptions, progress: ProgressCallback
+    ) -> asyncio.Task[None]:
+        pending = self._pending_load
+        if pending and pending[0].path == entry.path and pending[1] == options:
+            return pending[2]
+        task = asyncio.create_task(self._queued_load(entry, options, progress))
+        self._pending_load = (entry, options, task)
+        task.add_done_callback(lambda t: self._forget_load(t))
+        return task
+
+    def _forget_load(self, task: asyncio.Task[None]) -> None:
+        if self._pending_load and self._pending_load[2] is task:
+            self._pending_load = None
+        if not task.cancelled():
+            task.exception()  # retrieved here so an unobserved failure is not logged twice
+
+    async def _queued_load(self, entry: ModelEntry, options: LoadOptions, progress: ProgressCallback) -> None:
+        async with self._exclusive(bounded=False):
+            await self._load_locked(entry, options, progress)
+
+    def _is_resident(self, entry: ModelEntry, options: LoadOptions) -> bool:
+        r = self._resident
+        if r is None or r.entry.path != entry.path or not r.worker.alive:
+            return False
+        return options == LoadOptions() or options == r.options
+
+    async def _load_locked(self, entry: ModelEntry, options: LoadOptions, progress: ProgressCallback) -> None:
+        if self._is_resident(entry, options):
+            await progress("ready", 1.0, f"{entry.id} is already loaded")
+            return
+        if self._resident is not None:
+            await progress("unloading", 0.05, f"unloading {self._resident.entry.id}")
+            await self._unload_locked()
+        self._set_state(State.LOADING, subject=entry.id)
+        await progress("starting", 0.1, "starting the worker process")
+        started = time.monotonic()
+        worker = await self._spawn(self._on_worker_exit)
+        await progress("loading", 0.2, f"loading {entry.id}")
+        try:
+            props = await worker.load(
+                entry.path, entry.format, options, self._defaults(), self._config.worker.load_timeout_seconds
+            )
+        except BaseException as exc:
+            await worker.stop(self._config.worker.unload_grace_seconds)
+            reason = exc.message if isinstance(exc, RkllmdError) else "the load was interrupted"
+            self._set_state(State.FAILED, subject=entry.id, reason=reason)
+            raise
+        self._resident = Resident(entry, options, props, worker)
+        self._set_state(State.READY)
+        logger.info("loaded %s in %.2f s (worker pid %d)", entry.id, time.monotonic() - started, worker.pid)
+        await progress("ready", 1.0, f"{entry.id} is ready")
+
+    def _defaults(self) -> LoadOptions:
+        cpu = self._config.llamacpp
+        return LoadOptions(ctx_size=cpu.ctx_size, threads=cpu.threads, batch_size=cpu.batch_size)
+
+    async def unload(self) -> dict[str, Any]:
+        async with self._exclusive(bounded=False):
+            await self._unload_locked()
+        return self.status()
+
+    async def _unload_locked(self) -> None:
+        resident, self._resident = self._resident, None
+        if resident is None:
+            if self._state is State.FAILED:
+                self._set_state(State.IDLE)  # unloading clears a failure
+            return
+        self._set_state(State.UNLOADING, subject=resident.entry.id)
+        await resident.worker.stop(self._config.worker.unload_grace_seconds)
+        self._set_state(State.IDLE)
+        logger.info("unloaded %s", resident.entry.id)
+
+    def _on_worker_exit(self, worker: WorkerProcess, reason: str) -> None:
+        resident = self._resident
+        if resident is not None and resident.worker is worker:
+            self._resident = None
+            self._set_state(State.FAILED, subject=resident.entry.id, reason=reason)
+
+    # --- generation ----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def generation(self, request: GenerateRequest, model: str | None = None) -> AsyncIterator[Generation]:
+        """Hold the slot for one generation; leaving the block early aborts it."""
+        entry = self._registry.resolve(model) if model else None
+        async with self._exclusive(bounded=True):
+            resident = await self._ensure_resident(entry)
+            self._set_state(State.GENERATING)
+            events = self._counted(resident.worker.generate(request, self._config.worker.abort_grace_seconds))
+            try:
+                yield Generation(resident.entry.id, events)
+            finally:
+                await events.aclose()
+                if self._state is State.GENERATING:
+                    self._set_state(State.READY)
+
+    async def _counted(self, events: AsyncGenerator[TokenEvent | DoneEvent, None]) -> AsyncGenerator[TokenEvent | DoneEvent, None]:
+        """Keep the counters honest: a stream left before its final event was aborted."""
+        self.counters["generations"] += 1
+        outcome = "aborted"
+        try:
+            async for event in events:
+                if isinstance(event, DoneEvent):
+                    outcome = "aborted" if event.finish_reason == "abort" else "completed"
+                    self.counters["completion_tokens"] += event.usage.get("completion_tokens", 0)
+                yield event
+        except RkllmdError:
+            outcome = "failed"
+            raise
+        finally:
+            await events.aclose()
+            self.counters[outcome] += 1
+
+    async def _ensure_resident(self, entry: ModelEntry | None) -> Resident:
+        resident = self._resident
+        if resident is not None and resident.worker.alive and (entry is None or entry.path == resident.entry.path):
+            return resident
+        if entry is None:
+            raise NoModelLoaded("no model is loaded; load one first or name a model in the request")
+        if not self._config.generation.load_on_request:
+            raise NoModelLoaded(f"{entry.id} is not loaded and loading on request is disabled")
+        await self._load_even_if_cancelled(entry)
+        assert self._resident is not None
+        return self._resident
+
+    async def _load_even_if_cancelled(self, entry: ModelEntry) -> None:
+        # We hold the slot: a cancelled caller must not release it mid-load.
+        task = asyncio.create_task(self._load_locked(entry, LoadOptions(), _no_progress))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await task
+            raise
+
+    # --- health and shutdown -------------------------------------------------------
+
+    def check_stuck(self) -> None:
+        """Kill a worker that has produced nothing for too long while generating."""
+        resident = self._resident
+        if resident is None or self._state is not State.GENERATING:
+            return
+        silent = time.monotonic() - resident.worker.last_activity
+        if silent > self._config.worker.stuck_seconds:
+            logger.error("worker silent for %.0f s during a generation; killing it", silent)
+            resident.worker.kill(f"the worker stopped responding for {silent:.0f} s")
+
+    async def shutdown(self, drain_seconds: float) -> None:
+        """Refuse new work, let the running generation finish, then free the model."""
+        self._closing = True
+        try:
+            async with asyncio.timeout(drain_seconds):
+                await self._slot.acquire()
+            self._slot.release()
+        except TimeoutError:
+            logger.warning("generation still running after %.1f s; stopping it", drain_seconds)
+        resident, self._resident = self._resident, None
+        if resident is not None:
+            await resident.worker.stop(self._config.worker.unload_grace_seconds)
+        if self._pending_load is not None:
+            with contextlib.suppress(BaseException):
+                await self._pending_load[2]
+        self._set_state(State.IDLE)
+
+
+__all__ = ["Generation", "LoadFailed", "ModelManager", "State"]

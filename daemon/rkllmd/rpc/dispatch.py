@@ -1,0 +1,56 @@
+"""A spec-conformant front for jsonrpcserver.
+
+jsonrpcserver validates a batch as a whole, has no size limits and copies
+exception text into errors. Here each line is parsed once, batches are bounded
+and split so every entry gets its own answer, and only entries that are
+well-formed objects reach the library.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from jsonrpcserver import async_dispatch_to_serializable
+
+from .errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, error_response
+from .methods import CallContext, Method
+
+
+class Dispatcher:
+    def __init__(self, methods: Mapping[str, Method], *, max_batch: int) -> None:
+        self._methods = dict(methods)
+        self._max_batch = max_batch
+
+    async def handle(self, line: bytes, ctx: CallContext) -> Any:
+        """Answer one framed request; ``None`` means send nothing."""
+        try:
+            data = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            return error_response(None, PARSE_ERROR, "Parse error")
+        if not isinstance(data, list):
+            return await self._entry(data, ctx)
+        if not data:
+            return error_response(None, INVALID_REQUEST, "Invalid Request: empty batch")
+        if len(data) > self._max_batch:
+            return error_response(
+                None, INVALID_REQUEST, f"Invalid Request: batch larger than {self._max_batch}"
+            )
+        # Entries run in order: a batch must not overtake the FIFO model slot.
+        answers = [await self._entry(entry, ctx) for entry in data]
+        present = [a for a in answers if a is not None]
+        return present or None
+
+    async def _entry(self, entry: Any, ctx: CallContext) -> Any:
+        if not isinstance(entry, dict):
+            return error_response(None, INVALID_REQUEST, "Invalid Request")
+        params = entry.get("params")
+        if isinstance(params, list):
+            request_id = entry.get("id")
+            if "id" not in entry:
+                return None
+            return error_response(request_id, INVALID_PARAMS, "Invalid params: use named parameters")
+        return await async_dispatch_to_serializable(
+            "", methods=self._methods, context=ctx, deserializer=lambda _: entry
+        )

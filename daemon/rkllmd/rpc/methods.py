@@ -1,0 +1,176 @@
+"""Control methods: parse params, call the ModelManager, render the result.
+
+Each method is wrapped once: parameters are validated against its schema, every
+RkllmdError becomes a JSON-RPC error with a stable ``data.code``, and anything
+unexpected becomes a generic -32603 whose detail goes only to the log.
+"""
+
+from __future__ import annotations
+
+import time
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from jsonrpcserver import Error, Result, Success
+from pydantic import ValidationError
+
+from ..backends.base import ChatMessage, GenerateRequest, LoadOptions, Sampling
+from ..errors import NotAvailable, RkllmdError
+from ..manager import ModelManager
+from ..registry import ModelRegistry
+from ..worker.proxy import DoneEvent
+from . import schemas as s
+from .errors import INTERNAL_ERROR, INVALID_PARAMS, rpc_code
+
+logger = logging.getLogger(__name__)
+
+Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    peer: Peer
+    notify: Notify
+
+
+Impl = Callable[[CallContext, Any], Awaitable[Any]]
+Method = Callable[..., Awaitable[Result]]
+
+
+def _validation_data(exc: ValidationError) -> dict[str, Any]:
+    problems = [
+        {"field": ".".join(str(p) for p in err["loc"]), "problem": err["msg"]}
+        for err in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+    return {"code": "invalid_params", "errors": problems}
+
+
+def rpc_method(name: str, schema: type[s.Params], *, mutating: bool = False) -> Callable[[Impl], Method]:
+    def wrap(impl: Impl) -> Method:
+        async def method(ctx: CallContext, **params: Any) -> Result:
+            try:
+                parsed = schema.model_validate(params)
+            except ValidationError as exc:
+                return Error(INVALID_PARAMS, "Invalid params", _validation_data(exc))
+            if mutating:
+                logger.info("%s called by pid %d uid %d", name, ctx.peer.pid, ctx.peer.uid)
+            try:
+                return Success(await impl(ctx, parsed))
+            except RkllmdError as exc:
+                return Error(rpc_code(exc), exc.message, exc.to_data())
+            except ConnectionError:
+                # The caller is gone (its generation was aborted on the way out);
+                # this answer is never delivered.
+                return Error(INTERNAL_ERROR, "client went away", {"code": "aborted"})
+            except Exception:
+                logger.exception("internal error in %s", name)
+                return Error(INTERNAL_ERROR, "Internal error", {"code": "internal_error"})
+
+        # No functools.wraps: jsonrpcserver binds arguments against the signature
+        # it finds, and must see (ctx, **params), not the implementation's.
+        method.__name__ = name
+        return method
+
+    return wrap
+
+
+def build_methods(manager: ModelManager, registry: ModelRegistry, default_max_tokens: Callable[[], int]) -> dict[str, Method]:
+    @rpc_method("status", s.NoParams)
+    async def status(ctx: CallContext, p: s.NoParams) -> Any:
+        return manager.status()
+
+    @rpc_method("list", s.NoParams)
+    async def list_(ctx: CallContext, p: s.NoParams) -> Any:
+        return {"models": manager.list_models()}
+
+    @rpc_method("show", s.ModelParams)
+    async def show(ctx: CallContext, p: s.ModelParams) -> Any:
+        return manager.show(p.model)
+
+    @rpc_method("load", s.LoadParams, mutating=True)
+    async def load(ctx: CallContext, p: s.LoadParams) -> Any:
+        options = LoadOptions(p.ctx_size, p.threads, p.batch_size, p.chat_template)
+
+        async def progress(stage: str, fraction: float | None, message: str) -> None:
+            await ctx.notify("progress", {"stage": stage, "fraction": fraction, "message": message})
+
+        return await manager.load(p.model, options, progress if p.progress else None)
+
+    @rpc_method("unload", s.NoParams, mutating=True)
+    async def unload(ctx: CallContext, p: s.NoParams) -> Any:
+        return await manager.unload()
+
+    @rpc_method("rescan", s.NoParams, mutating=True)
+    async def rescan(ctx: CallContext, p: s.NoParams) -> Any:
+        await registry.scan()
+        return {"models": len(registry.entries())}
+
+    @rpc_method("chat", s.ChatParams, mutating=True)
+    async def chat(ctx: CallContext, p: s.ChatParams) -> Any:
+        return await _chat(manager, ctx, p, default_max_tokens())
+
+    @rpc_method("pull", s.PullParams, mutating=True)
+    async def pull(ctx: CallContext, p: s.PullParams) -> Any:
+        raise NotAvailable("pulling models is not available in this version yet")
+
+    @rpc_method("remove", s.RemoveParams, mutating=True)
+    async def remove(ctx: CallContext, p: s.RemoveParams) -> Any:
+        raise NotAvailable("removing models is not available in this version yet")
+
+    return {
+        "status": status, "list": list_, "show": show, "load": load, "unload": unload,
+        "rescan": rescan, "chat": chat, "pull": pull, "remove": remove,
+    }
+
+
+def to_generate_request(p: s.ChatParams, default_max_tokens: int) -> GenerateRequest:
+    stop = (p.stop,) if isinstance(p.stop, str) else tuple(p.stop or ())
+    sampling = Sampling(
+        max_tokens=p.max_tokens or default_max_tokens,
+        temperature=p.temperature,
+        top_p=p.top_p,
+        top_k=p.top_k,
+        min_p=p.min_p,
+        repeat_penalty=p.repeat_penalty,
+        presence_penalty=p.presence_penalty,
+        frequency_penalty=p.frequency_penalty,
+        seed=None if p.seed in (None, -1) else p.seed,
+        stop=stop,
+    )
+    messages = tuple(ChatMessage(m.role, m.content) for m in p.messages)
+    return GenerateRequest(messages=messages, sampling=sampling)
+
+
+async def _chat(manager: ModelManager, ctx: CallContext, p: s.ChatParams, default_max_tokens: int) -> Any:
+    request = to_generate_request(p, default_max_tokens)
+    started = time.monotonic()
+    first: float | None = None
+    pieces: list[str] = []
+    async with manager.generation(request, p.model) as gen:
+        async for event in gen.events:
+            if isinstance(event, DoneEvent):
+                elapsed = time.monotonic() - (first or started)
+                return {
+                    "model": gen.model_id,
+                    "message": {"role": "assistant", "content": "".join(pieces)},
+                    "finish_reason": event.finish_reason,
+                    "usage": event.usage,
+                    "timings": {
+                        "ttft_ms": round(((first or time.monotonic()) - started) * 1000, 2),
+                        "tokens_per_s": round(event.usage["completion_tokens"] / elapsed, 2) if elapsed > 0 else None,
+                    },
+                }
+            first = first or time.monotonic()
+            pieces.append(event.text)
+            if p.stream:
+                await ctx.notify("token", {"text": event.text})
+    raise RkllmdError("the generation ended without a result")

@@ -1,0 +1,74 @@
+"""Typed parameters of the control methods, validated before any work starts.
+
+Strict types (no "5" for 5) and forbidden extra keys: this is an admin
+interface, and a typo must fail loudly rather than be ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ModelName = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class NoParams(Params):
+    pass
+
+
+class ModelParams(Params):
+    model: ModelName
+
+
+class LoadParams(Params):
+    model: ModelName
+    ctx_size: Annotated[int, Field(ge=0, le=1_048_576)] | None = None
+    threads: Annotated[int, Field(ge=1, le=1024)] | None = None
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] | None = None
+    chat_template: Annotated[str, Field(min_length=1, max_length=65_536)] | None = None
+    progress: bool = False
+
+
+class Message(Params):
+    role: Literal["system", "user", "assistant"]
+    content: Annotated[str, Field(max_length=1_048_576)]
+
+
+class ChatParams(Params):
+    model: ModelName | None = None
+    messages: Annotated[list[Message], Field(min_length=1, max_length=4096)]
+    stream: bool = False
+    max_tokens: Annotated[int, Field(ge=1, le=1_048_576)] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.8
+    top_p: Annotated[float, Field(ge=0.0, le=1.0)] = 0.95
+    top_k: Annotated[int, Field(ge=0, le=1000)] = 40
+    min_p: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    repeat_penalty: Annotated[float, Field(gt=0.0, le=10.0)] = 1.0
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    seed: Annotated[int, Field(ge=-1, le=2**32 - 1)] | None = None
+    stop: (
+        Annotated[str, Field(min_length=1, max_length=256)]
+        | Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=16)]
+        | None
+    ) = None
+
+
+class PullParams(Params):
+    repo: ModelName
+    file: ModelName | None = None
+    include: list[str] | None = None
+    exclude: list[str] | None = None
+    revision: str | None = None
+    progress: bool = False
+
+
+class RemoveParams(Params):
+    model: ModelName | None = None
+    force: bool = False
+    all: bool = False

@@ -1,0 +1,183 @@
+"""The control socket: creation with safe permissions, framing, limits, peers.
+
+One JSON text per line. Each request runs in its own task (bounded per
+connection) so a client can pipeline; answers and notifications share one
+write lock. A peer that goes away cancels nothing by itself, but the next
+notification write fails and that cancels the call (and aborts generation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+from pathlib import Path
+from typing import Any
+
+from ..errors import AlreadyRunning, ConfigError
+from .dispatch import Dispatcher
+from .errors import INVALID_REQUEST, error_response
+from .methods import CallContext, Peer
+
+logger = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = 1024 * 1024
+MAX_INFLIGHT_PER_CONNECTION = 8
+
+
+def peer_of(sock: socket.socket) -> Peer:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return Peer(pid, uid, gid)
+
+
+def _claim_path(path: Path) -> None:
+    """Remove a stale socket left by a dead daemon; refuse to touch anything else."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        path.unlink(missing_ok=True)
+        return
+    finally:
+        probe.close()
+    raise AlreadyRunning(f"another rkllmd is already answering on {path}")
+
+
+def bind_control_socket(path: Path, group: str | None) -> socket.socket:
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o755 if path.parent.parent == Path("/run") else 0o700, parents=True)
+    _claim_path(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The umask makes the file 0660 from its first instant: no chmod race.
+    old = os.umask(0o117)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    _set_group(path, group)
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+def _set_group(path: Path, group: str | None) -> None:
+    if not group:
+        return
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        logger.debug("group %s does not exist; socket keeps its default group", group)
+        return
+    try:
+        os.chown(path, -1, gid)
+    except PermissionError:
+        logger.warning("cannot give the control socket to group %s", group)
+
+
+class Connection:
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._lock = asyncio.Lock()
+
+    async def send(self, message: Any) -> None:
+        data = json.dumps(message, ensure_ascii=False).encode() + b"\n"
+        async with self._lock:
+            if self._writer.is_closing():
+                raise ConnectionResetError("control client went away")
+            self._writer.write(data)
+            await self._writer.drain()
+
+    async def notify(self, method: str, params: dict[str, Any]) -> None:
+        await self.send({"jsonrpc": "2.0", "method": method, "params": params})
+
+
+class ControlServer:
+    def __init__(self, path: Path, dispatcher: Dispatcher, *, group: str | None) -> None:
+        self.path = path
+        self._dispatcher = dispatcher
+        self._group = group
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        sock = bind_control_socket(self.path, self._group)
+        self._server = await asyncio.start_unix_server(self._on_connect, sock=sock, limit=MAX_LINE_BYTES)
+        logger.info("control socket listening on %s", self.path)
+
+    async def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+    async def close(self) -> None:
+        await self.stop_accepting()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Connection(writer)
+        ctx = CallContext(peer_of(writer.get_extra_info("socket")), conn.notify)
+        slots = asyncio.Semaphore(MAX_INFLIGHT_PER_CONNECTION)
+        calls: set[asyncio.Task[None]] = set()
+        try:
+            while (line := await self._read_line(reader, conn)) is not None:
+                if not line.strip():
+                    continue
+                await slots.acquire()
+                call = asyncio.create_task(self._call(line, ctx, conn))
+                calls.add(call)
+                call.add_done_callback(lambda t: (calls.discard(t), slots.release()))
+            # EOF: the client may have only half-closed; let its calls answer.
+            await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            for call in calls:
+                call.cancel()
+
+    async def _read_line(self, reader: asyncio.StreamReader, conn: Connection) -> bytes | None:
+        try:
+            return await reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial or None
+        except asyncio.LimitOverrunError:
+            limit_kib = MAX_LINE_BYTES // 1024
+            with contextlib.suppress(ConnectionError):
+                await conn.send(error_response(None, INVALID_REQUEST, f"Invalid Request: line longer than {limit_kib} KiB"))
+            return None
+        except ConnectionError:
+            return None
+
+    async def _call(self, line: bytes, ctx: CallContext, conn: Connection) -> None:
+        try:
+            answer = await self._dispatcher.handle(line, ctx)
+            if answer is not None:
+                await conn.send(answer)
+        except ConnectionError:
+            logger.debug("control client went away before its answer")

@@ -1,0 +1,148 @@
+"""The worker process: hosts one backend, runs one generation at a time.
+
+The main thread reads commands so that ``abort`` is seen while a generation
+runs in its own thread. The event pipe is a private duplicate of stdout; fd 1
+itself is pointed at stderr so that native libraries printing to stdout cannot
+corrupt the protocol.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import resource
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..backends.base import Backend, GenerateRequest, LoadOptions
+from ..errors import LoadFailed, NotAvailable, RkllmdError
+from . import protocol as p
+
+logger = logging.getLogger("rkllmd.worker")
+
+
+class EventPipe:
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, kind: str, **fields: Any) -> None:
+        data = p.encode(kind, **fields)
+        with self._lock:
+            self._stream.write(data)
+            self._stream.flush()
+
+
+def make_backend(fmt: str, defaults: LoadOptions) -> Backend:
+    if fmt == "gguf":
+        from ..backends.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(defaults)
+    raise NotAvailable(f"no backend for the {fmt!r} format in this build")
+
+
+class Host:
+    def __init__(self, events: EventPipe) -> None:
+        self._events = events
+        self._backend: Backend | None = None
+        self._job: tuple[int, threading.Event, threading.Thread] | None = None
+
+    def handle_load(self, message: dict[str, Any]) -> bool:
+        try:
+            defaults = LoadOptions.from_dict(message.get("defaults") or {})
+            backend = make_backend(str(message["format"]), defaults)
+            props = backend.load(Path(message["path"]), LoadOptions.from_dict(message["options"]))
+        except RkllmdError as exc:
+            self._events.send(p.LOAD_FAILED, code=exc.code, message=exc.message, details=exc.details)
+            return False
+        except Exception:
+            logger.exception("unexpected failure while loading")
+            self._events.send(p.LOAD_FAILED, code=LoadFailed.code, message="unexpected error while loading", details={})
+            return False
+        self._backend = backend
+        self._events.send(p.LOADED, props=props)
+        return True
+
+    def handle_generate(self, message: dict[str, Any]) -> None:
+        job_id = int(message["id"])
+        if self._job is not None:
+            # The daemon sends a new job only after the last one reported its end,
+            # so the previous thread is at most returning: wait for it.
+            self._job[2].join()
+        cancel = threading.Event()
+        request = GenerateRequest.from_dict(message["request"])
+        thread = threading.Thread(target=self._run, args=(job_id, request, cancel), daemon=True)
+        self._job = (job_id, cancel, thread)
+        thread.start()
+
+    def _run(self, job_id: int, request: GenerateRequest, cancel: threading.Event) -> None:
+        assert self._backend is not None
+        send = self._events.send
+        try:
+            result = self._backend.generate(request, lambda t: send(p.TOKEN, id=job_id, text=t), cancel)
+        except RkllmdError as exc:
+            send(p.ERROR, id=job_id, code=exc.code, message=exc.message, details=exc.details)
+            return
+        except Exception:
+            logger.exception("generation failed")
+            send(p.ERROR, id=job_id, code="generation_failed", message="the backend failed during generation")
+            return
+        send(p.DONE, id=job_id, finish_reason=result.finish_reason, usage=result.usage.to_dict())
+
+    def handle_abort(self, message: dict[str, Any]) -> None:
+        if self._job is not None and self._job[0] == int(message["id"]):
+            self._job[1].set()
+
+    def shutdown(self) -> None:
+        if self._job is not None:
+            self._job[1].set()
+            self._job[2].join()
+        if self._backend is not None:
+            self._backend.close()
+
+
+def serve(commands: BinaryIO, events: EventPipe) -> int:
+    host = Host(events)
+    first = commands.readline()
+    if not first or not host.handle_load(p.decode(first)):
+        return 0
+    handlers = {p.GENERATE: host.handle_generate, p.ABORT: host.handle_abort}
+    for line in commands:
+        message = p.decode(line)
+        if message["kind"] == p.SHUTDOWN:
+            break
+        handlers[message["kind"]](message)
+    # EOF on stdin means the daemon is gone or wants us gone: either way, stop.
+    host.shutdown()
+    return 0
+
+
+def _die_with_parent() -> None:
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
+def _prepare_process() -> EventPipe:
+    events = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    # The daemon alone decides when the worker ends (a Ctrl-C or a group-wide
+    # SIGTERM must not kill it before the daemon has drained). If the daemon
+    # dies, stdin reaches EOF, and PDEATHSIG covers a worker stuck in native code.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    logging.basicConfig(level=os.environ.get("RKLLMD_WORKER_LOG_LEVEL", "INFO").upper(),
+                        format="rkllmd-worker[%(process)d] %(levelname)s %(message)s", stream=sys.stderr)
+    return EventPipe(events)
+
+
+def main() -> None:
+    events = _prepare_process()
+    sys.exit(serve(sys.stdin.buffer, events))

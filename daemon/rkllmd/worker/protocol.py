@@ -1,0 +1,38 @@
+"""Messages on the worker pipes: one JSON object per line in each direction.
+
+daemon -> worker (stdin):   load, generate, abort, shutdown
+worker -> daemon (stdout):  loaded, load_failed, token, done, error
+Only ``load`` may come first; a worker hosts exactly one model for its life.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# Commands
+LOAD = "load"
+GENERATE = "generate"
+ABORT = "abort"
+SHUTDOWN = "shutdown"
+
+# Events
+LOADED = "loaded"
+LOAD_FAILED = "load_failed"
+TOKEN = "token"  # noqa: S105 - a message kind, not a secret
+DONE = "done"
+ERROR = "error"
+
+# Token events can carry long texts and embeddings later; keep headroom.
+MAX_LINE_BYTES = 64 * 1024 * 1024
+
+
+def encode(kind: str, **fields: Any) -> bytes:
+    return json.dumps({"kind": kind, **fields}, ensure_ascii=False).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    message = json.loads(line)
+    if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
+        raise ValueError("worker message is not an object with a kind")
+    return message

@@ -1,0 +1,225 @@
+"""Daemon-side handle of one worker process.
+
+Owns the child, its two pipes and a reader task that routes events to the
+waiting load or generation. When the child dies, every waiter gets
+``BackendCrashed`` and the owner is told why, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..backends.base import GenerateRequest, LoadOptions
+from ..errors import Aborted, BackendCrashed, LoadFailed, RkllmdError, error_from_code
+from . import protocol as p
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DoneEvent:
+    finish_reason: str
+    usage: dict[str, int]
+
+
+_CRASHED = object()
+ExitCallback = Callable[["WorkerProcess", str], None]
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"worker process killed by {name}"
+    return f"worker process exited with status {returncode}"
+
+
+def _child_env() -> dict[str, str]:
+    # The notify socket belongs to the daemon alone (NotifyAccess=main).
+    return {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")}
+
+
+class WorkerProcess:
+    def __init__(self, proc: asyncio.subprocess.Process, on_exit: ExitCallback) -> None:
+        self._proc = proc
+        self._on_exit = on_exit
+        self._loaded: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._jobs: dict[int, asyncio.Queue[Any]] = {}
+        self._ids = itertools.count(1)
+        self._stopping = False
+        self.exit_reason: str | None = None
+        self._kill_reason: str | None = None
+        self.last_activity = time.monotonic()
+        self._reader = asyncio.create_task(self._read_events(), name=f"worker-{proc.pid}")
+
+    @classmethod
+    async def spawn(cls, on_exit: ExitCallback) -> WorkerProcess:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "rkllmd.worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=_child_env(),
+            limit=p.MAX_LINE_BYTES,
+        )
+        logger.info("started worker pid %d", proc.pid)
+        return cls(proc, on_exit)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.exit_reason is None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._jobs)
+
+    # --- commands ------------------------------------------------------------------
+
+    async def _send(self, kind: str, **fields: Any) -> None:
+        stdin = self._proc.stdin
+        assert stdin is not None
+        try:
+            stdin.write(p.encode(kind, **fields))
+            await stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            raise BackendCrashed(self.exit_reason or "worker process is gone") from None
+
+    async def load(
+        self, path: Path, fmt: str, options: LoadOptions, defaults: LoadOptions, timeout: float
+    ) -> dict[str, Any]:
+        await self._send(
+            p.LOAD, path=str(path), format=fmt, options=options.to_dict(), defaults=defaults.to_dict()
+        )
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._loaded), timeout)
+        except TimeoutError:
+            self.kill("loading timed out")
+            raise LoadFailed(f"loading took longer than {timeout:.0f} s; the worker was stopped") from None
+
+    async def generate(
+        self, request: GenerateRequest, abort_grace: float
+    ) -> AsyncGenerator[TokenEvent | DoneEvent, None]:
+        job_id = next(self._ids)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._jobs[job_id] = queue
+        finished = False
+        try:
+            await self._send(p.GENERATE, id=job_id, request=request.to_dict())
+            while True:
+                event = self._unpack(await queue.get())
+                # Set before yielding: a consumer may stop iterating at the final event.
+                finished = isinstance(event, DoneEvent)
+                yield event
+                if finished:
+                    return
+        except RkllmdError:
+            finished = True
+            raise
+        finally:
+            if not finished:
+                await self._abort(job_id, queue, abort_grace)
+            self._jobs.pop(job_id, None)
+
+    def _unpack(self, message: Any) -> TokenEvent | DoneEvent:
+        if message is _CRASHED:
+            if self._stopping:
+                raise Aborted("generation stopped: the model is being unloaded")
+            raise BackendCrashed(self.exit_reason or "worker process died")
+        kind = message["kind"]
+        if kind == p.TOKEN:
+            return TokenEvent(message["text"])
+        if kind == p.DONE:
+            return DoneEvent(message["finish_reason"], message["usage"])
+        raise error_from_code(message["code"], message["message"], **(message.get("details") or {}))
+
+    async def _abort(self, job_id: int, queue: asyncio.Queue[Any], grace: float) -> None:
+        """Stop a generation the consumer walked away from, and wait until it has."""
+        if not self.alive:
+            return
+        with contextlib.suppress(BackendCrashed):
+            await self._send(p.ABORT, id=job_id)
+        try:
+            async with asyncio.timeout(grace):
+                while True:
+                    message = await queue.get()
+                    if message is _CRASHED or message["kind"] in (p.DONE, p.ERROR):
+                        return
+        except TimeoutError:
+            logger.error("worker did not stop generating within %.1f s of abort; killing it", grace)
+            self.kill("the worker did not stop after an abort")
+
+    async def stop(self, grace: float) -> None:
+        """Ask the worker to exit; kill it if it has not within ``grace`` seconds."""
+        self._stopping = True
+        if self.alive:
+            with contextlib.suppress(BackendCrashed):
+                await self._send(p.SHUTDOWN)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._reader), grace)
+            except TimeoutError:
+                logger.warning("worker pid %d did not exit within %.1f s; killing it", self.pid, grace)
+                self.kill()
+        await self._reader
+
+    def kill(self, reason: str | None = None) -> None:
+        if reason and self._kill_reason is None:
+            self._kill_reason = reason
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.kill()
+
+    # --- events --------------------------------------------------------------------
+
+    async def _read_events(self) -> None:
+        stdout = self._proc.stdout
+        assert stdout is not None
+        try:
+            while line := await stdout.readline():
+                self.last_activity = time.monotonic()
+                self._route(p.decode(line))
+        except (ValueError, asyncio.LimitOverrunError):
+            logger.exception("worker sent a malformed message; killing it")
+            self.kill("the worker sent a malformed message")
+        returncode = await self._proc.wait()
+        self._finish(self._kill_reason or describe_exit(returncode))
+
+    def _route(self, message: dict[str, Any]) -> None:
+        kind = message["kind"]
+        if kind == p.LOADED and not self._loaded.done():
+            self._loaded.set_result(message["props"])
+        elif kind == p.LOAD_FAILED and not self._loaded.done():
+            error = error_from_code(message["code"], message["message"], **(message.get("details") or {}))
+            self._loaded.set_exception(error)
+        elif (queue := self._jobs.get(int(message.get("id", -1)))) is not None:
+            queue.put_nowait(message)
+
+    def _finish(self, reason: str) -> None:
+        self.exit_reason = reason
+        if not self._loaded.done():
+            self._loaded.set_exception(LoadFailed(f"the model could not be loaded: {reason}"))
+        for queue in self._jobs.values():
+            queue.put_nowait(_CRASHED)
+        log = logger.info if self._stopping else logger.error
+        log("worker pid %d: %s", self.pid, reason)
+        if not self._stopping:
+            self._on_exit(self, reason)
