@@ -150,12 +150,13 @@ class NotifyListener:
 
 class DaemonProcess:
     def __init__(self, models_dir: Path, *, args: list[str] = (), env: dict[str, str] | None = None,
-                 watchdog_usec: int | None = None) -> None:
+                 watchdog_usec: int | None = None, socket_path: Path | None = None) -> None:
         self.dir = short_tempdir()
         self.models_dir = models_dir
-        self.socket = self.dir / "c.sock"
+        self.socket = socket_path or self.dir / "c.sock"
         self.notify = NotifyListener(self.dir / "n.sock")
         self.log_path = self.dir / "daemon.log"
+        self._clients: list[RpcClient] = []
         environment = {k: v for k, v in os.environ.items() if not k.startswith("RKLLMD_")}
         environment.update({"NOTIFY_SOCKET": str(self.notify.path), "RKLLMD_CONFIG": "/dev/null"})
         if watchdog_usec is not None:
@@ -175,7 +176,9 @@ class DaemonProcess:
         return self
 
     def client(self, timeout: float = 120.0) -> RpcClient:
-        return RpcClient(self.socket, timeout)
+        client = RpcClient(self.socket, timeout)
+        self._clients.append(client)  # closed in stop(): tests may drop them anywhere
+        return client
 
     def call(self, method: str, **params: Any) -> Any:
         client = self.client()
@@ -188,6 +191,8 @@ class DaemonProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 30.0) -> int:
+        for client in self._clients:
+            client.close()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -53,7 +53,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"rkllmd: {exc.message}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
     setup_logging(config.log_level)
-    os.environ.setdefault("RKLLMD_WORKER_LOG_LEVEL", config.log_level)
     try:
         code = asyncio.run(Daemon(config, cli).run())
     except ConfigError as exc:

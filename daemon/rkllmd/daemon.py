@@ -91,7 +91,9 @@ class Daemon:
             config = await asyncio.to_thread(load_config, self._cli)
         except RkllmdError as exc:
             logger.error("reload failed, keeping the running configuration: %s", exc.message)
-            config = self.config
+            await registry.scan()
+            self._notifier.reloaded(self._status_line(manager))
+            return
         if config.models_dir != self.config.models_dir or config.control_socket() != self.config.control_socket():
             logger.warning("models_dir and socket changes take effect after a restart")
         self.config = config

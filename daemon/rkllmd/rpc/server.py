@@ -112,6 +112,7 @@ class ControlServer:
         self._group = group
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._calls: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         sock = bind_control_socket(self.path, self._group)
@@ -124,8 +125,11 @@ class ControlServer:
             with contextlib.suppress(OSError):
                 self.path.unlink()
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 2.0) -> None:
+        """Let calls that are finishing send their answers, then drop everyone."""
         await self.stop_accepting()
+        if self._calls:
+            await asyncio.wait(self._calls, timeout=grace)
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
@@ -154,7 +158,8 @@ class ControlServer:
                 await slots.acquire()
                 call = asyncio.create_task(self._call(line, ctx, conn))
                 calls.add(call)
-                call.add_done_callback(lambda t: (calls.discard(t), slots.release()))
+                self._calls.add(call)
+                call.add_done_callback(lambda t: (calls.discard(t), self._calls.discard(t), slots.release()))
             # EOF: the client may have only half-closed; let its calls answer.
             await asyncio.gather(*calls, return_exceptions=True)
         finally:

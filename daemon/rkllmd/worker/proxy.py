@@ -52,9 +52,14 @@ def describe_exit(returncode: int) -> str:
     return f"worker process exited with status {returncode}"
 
 
+_DAEMON_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+
+
 def _child_env() -> dict[str, str]:
-    # The notify socket belongs to the daemon alone (NotifyAccess=main).
-    return {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")}
+    # systemd's notify and activation variables belong to the daemon alone.
+    env = {k: v for k, v in os.environ.items() if k not in _DAEMON_ONLY}
+    env["RKLLMD_WORKER_LOG_LEVEL"] = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    return env
 
 
 class WorkerProcess:

@@ -1,0 +1,1 @@
+"""rkllmctl: command-line client for the rkllmd control socket."""

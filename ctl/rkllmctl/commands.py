@@ -1,0 +1,191 @@
+"""Model management commands: status, ls, show, load, unload, rescan, pull, rm."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .context import Context, ExitCode, UsageError
+from .render import (
+    ProgressView,
+    format_duration,
+    format_size,
+    format_time,
+    format_value,
+    key_values,
+    table,
+)
+
+
+def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
+    status = ctx.call("status")
+    if ctx.json:
+        ctx.emit_json(status)
+    else:
+        ctx.lines(key_values(status_pairs(_as_dict(status))))
+    return ExitCode.OK
+
+
+def status_pairs(status: dict[str, Any]) -> list[tuple[str, str]]:
+    queue = _as_dict(status.get("queue"))
+    pairs = [
+        ("state", format_value(status.get("state"))),
+        ("model", format_value(status.get("model"))),
+        ("format", format_value(status.get("format"))),
+        ("worker pid", format_value(status.get("worker_pid"))),
+        ("queue", f"{format_value(queue.get('waiting'))}/{format_value(queue.get('max'))}"),
+    ]
+    if status.get("loaded_at"):
+        pairs.append(("loaded at", format_time(status["loaded_at"])))
+    pairs.append(("uptime", format_duration(status.get("uptime_s"))))
+    if status.get("version"):
+        pairs.append(("version", str(status["version"])))
+    if status.get("state") == "failed" or status.get("reason"):
+        pairs.append(("reason", format_value(status.get("reason"))))
+    return pairs
+
+
+def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
+    models = _as_dict(ctx.call("list")).get("models") or []
+    if ctx.json:
+        ctx.emit_json(models)
+    elif not models:
+        ctx.out("no models in the models directory")
+    else:
+        ctx.lines(models_table([_as_dict(m) for m in models]))
+    return ExitCode.OK
+
+
+def models_table(models: list[dict[str, Any]]) -> list[str]:
+    rows = [
+        [
+            str(model.get("id", "?")),
+            format_value(model.get("format")),
+            format_size(model.get("size_bytes")),
+            format_time(model.get("modified")),
+            "*" if model.get("loaded") else "",
+        ]
+        for model in models
+    ]
+    return table(["ID", "FORMAT", "SIZE", "MODIFIED", "LOADED"], rows)
+
+
+def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
+    model = _as_dict(ctx.call("show", {"model": args.model}))
+    if ctx.json:
+        ctx.emit_json(model)
+    else:
+        ctx.lines(show_lines(model))
+    return ExitCode.OK
+
+
+def show_lines(model: dict[str, Any]) -> list[str]:
+    pairs = [
+        ("id", format_value(model.get("id"))),
+        ("file", format_value(model.get("file"))),
+        ("format", format_value(model.get("format"))),
+        ("size", format_size(model.get("size_bytes"))),
+        ("modified", format_time(model.get("modified"))),
+        ("loaded", format_value(model.get("loaded"))),
+    ]
+    known = {"id", "file", "format", "size_bytes", "modified", "loaded", "props"}
+    pairs += [(key, format_value(value)) for key, value in model.items() if key not in known]
+    lines = key_values(pairs)
+    props = _as_dict(model.get("props"))
+    if props:
+        lines.append("props:")
+        lines += key_values(((k, format_value(v)) for k, v in props.items()), indent="  ")
+    return lines
+
+
+def cmd_load(ctx: Context, args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"model": args.model}
+    if args.ctx_size is not None:
+        params["ctx_size"] = args.ctx_size
+    if args.threads is not None:
+        params["threads"] = args.threads
+    if args.chat_template is not None:
+        params["chat_template"] = read_text_file(args.chat_template, "chat template")
+    status = _as_dict(_call_with_progress(ctx, "load", params))
+    if ctx.json:
+        ctx.emit_json(status)
+    else:
+        ctx.out(
+            f"loaded {format_value(status.get('model'))} ({format_value(status.get('format'))})"
+        )
+    return ExitCode.OK
+
+
+def _call_with_progress(ctx: Context, method: str, params: dict[str, Any]) -> Any:
+    """A long call; in human mode its ``progress`` notifications draw on stderr."""
+    if ctx.json:
+        return ctx.call(method, params)
+    params["progress"] = True
+    view = ProgressView(ctx.stderr)
+    try:
+        return ctx.call(method, params, on_notification=view.on_notification)
+    finally:
+        view.finish()
+
+
+def read_text_file(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UsageError(f"cannot read {what} {path}: {reason}") from None
+
+
+def cmd_unload(ctx: Context, args: argparse.Namespace) -> int:
+    status = ctx.call("unload")
+    if ctx.json:
+        ctx.emit_json(status)
+    else:
+        ctx.out("unloaded")
+    return ExitCode.OK
+
+
+def cmd_rescan(ctx: Context, args: argparse.Namespace) -> int:
+    result = ctx.call("rescan")
+    if ctx.json:
+        ctx.emit_json(result)
+    else:
+        count = _as_dict(result).get("models")
+        ctx.out(f"rescanned: {format_value(count)} models")
+    return ExitCode.OK
+
+
+def cmd_pull(ctx: Context, args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"repo": args.repo}
+    if args.file is not None:
+        params["file"] = args.file
+    if args.include:
+        params["include"] = list(args.include)
+    if args.revision is not None:
+        params["revision"] = args.revision
+    result = _call_with_progress(ctx, "pull", params)
+    _print_outcome(ctx, "pulled", result)
+    return ExitCode.OK
+
+
+def cmd_rm(ctx: Context, args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"model": args.model}
+    if args.force:
+        params["force"] = True
+    result = ctx.call("remove", params)
+    _print_outcome(ctx, "removed", result)
+    return ExitCode.OK
+
+
+def _print_outcome(ctx: Context, verb: str, result: Any) -> None:
+    if ctx.json:
+        ctx.emit_json(result)
+        return
+    data = _as_dict(result)
+    ident = data.get("id") or data.get("model")
+    ctx.out(f"{verb} {ident}" if ident else verb)
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,114 @@
+"""``rkllmctl doctor``: local checks that need no daemon, plus whether it answers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from .client import ClientError, RpcFailure
+from .context import Context, ExitCode
+from .paths import choose_socket
+
+LIBRARY_NAME = "librkllmrt.so"
+LIBRARY_DIRS = ("/usr/lib", "/usr/lib/aarch64-linux-gnu", "/usr/local/lib", "/lib")
+DEVICE_TREE = "/proc/device-tree/compatible"
+SUPPORTED_SOCS = ("rockchip,rk3588", "rockchip,rk3576")
+DOCTOR_TIMEOUT_S = 3.0
+
+
+class Check(NamedTuple):
+    name: str
+    status: str  # "ok" | "warn" | "fail" | "info"
+    detail: str
+
+
+def check_python() -> Check:
+    version = ".".join(str(part) for part in sys.version_info[:3])
+    status = "ok" if sys.version_info >= (3, 11) else "fail"
+    return Check("python", status, f"{version} ({sys.executable})")
+
+
+def check_socket(ctx: Context, flag: str | None) -> Check:
+    choice = choose_socket(flag, ctx.env)
+    return Check("socket", "info", f"{choice.path} (from {choice.source})")
+
+
+def check_daemon(ctx: Context) -> Check:
+    timeout = min(ctx.timeout or DOCTOR_TIMEOUT_S, DOCTOR_TIMEOUT_S)
+    probe = ctx._replace(timeout=timeout)
+    try:
+        status = probe.call("status")
+    except RpcFailure as exc:
+        return Check("daemon", "fail", f"answered with an error: {exc.message}")
+    except ClientError as exc:
+        return Check("daemon", "fail", exc.message)
+    info = status if isinstance(status, dict) else {}
+    detail = f"reachable, state {info.get('state')}, model {info.get('model') or '-'}"
+    if info.get("version"):
+        detail += f", version {info['version']}"
+    return Check("daemon", "ok", detail)
+
+
+def check_render_nodes(dev_dri: str = "/dev/dri") -> Check:
+    nodes = sorted(str(p) for p in Path(dev_dri).glob("renderD*"))
+    if nodes:
+        return Check("render nodes", "ok", ", ".join(nodes))
+    return Check("render nodes", "warn", f"no {dev_dri}/renderD* (no NPU/GPU DRM device)")
+
+
+def check_device_tree(path: str = DEVICE_TREE) -> Check:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError:
+        return Check("board", "warn", f"{path} not present (not a device-tree system)")
+    entries = [e.decode("ascii", "replace") for e in raw.split(b"\0") if e]
+    text = ", ".join(entries) or "(empty)"
+    if any(entry.startswith(SUPPORTED_SOCS) for entry in entries):
+        return Check("board", "ok", text)
+    return Check("board", "warn", f"{text} (not an RK3588/RK3576)")
+
+
+def find_rkllm_library(env: Mapping[str, str]) -> str | None:
+    """Path (or soname from the loader cache) of librkllmrt, if the loader would find it."""
+    search = [d for d in env.get("LD_LIBRARY_PATH", "").split(":") if d]
+    for directory in [*search, *LIBRARY_DIRS]:
+        candidate = Path(directory) / LIBRARY_NAME
+        if candidate.is_file():
+            return str(candidate)
+    import ctypes.util  # only here: it is slow to import and may run ldconfig
+
+    return ctypes.util.find_library("rkllmrt")
+
+
+def check_library(env: Mapping[str, str]) -> Check:
+    found = find_rkllm_library(env)
+    if found:
+        return Check("librkllmrt", "ok", found)
+    return Check("librkllmrt", "warn", "not found (needed only for .rkllm models)")
+
+
+def run_checks(ctx: Context, flag: str | None) -> list[Check]:
+    return [
+        check_python(),
+        check_socket(ctx, flag),
+        check_daemon(ctx),
+        check_render_nodes(),
+        check_device_tree(),
+        check_library(ctx.env),
+    ]
+
+
+def cmd_doctor(ctx: Context, args: argparse.Namespace) -> int:
+    checks = run_checks(ctx, args.socket)
+    failed = any(check.status == "fail" for check in checks)
+    if ctx.json:
+        body: dict[str, Any] = {"ok": not failed, "checks": [c._asdict() for c in checks]}
+        ctx.emit_json(body)
+    else:
+        width = max(len(check.name) for check in checks)
+        for check in checks:
+            ctx.out(f"{check.status:<4}  {check.name:<{width}}  {check.detail}")
+    return ExitCode.DAEMON_ERROR if failed else ExitCode.OK
