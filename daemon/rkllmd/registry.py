@@ -1,0 +1,466 @@
+"""The model registry: which model files the models directory holds, and their ids.
+
+Only files that have stopped changing are published, so a copy or download in
+progress is never loadable. All filesystem access happens in a worker thread;
+`entries` and `resolve` read an immutable in-memory snapshot and never do I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import os
+import re
+import stat
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import watchfiles
+
+from rkllmd.errors import AmbiguousModel, InvalidModelName, ModelNotFound
+
+logger = logging.getLogger(__name__)
+
+MODEL_EXTENSIONS = (".gguf", ".rkllm")
+TEMP_SUFFIXES = (".part", ".incomplete", ".tmp", ".partial", ".download")
+MAX_NAME_LENGTH = 255
+
+_MAX_DEPTH = 32  # bind mounts can still form cycles although symlinked dirs are skipped
+_MTIME_SLACK = 2.0  # FAT rounds mtimes down by up to 2 s, so a fresh file can look old
+_RECHECK_MARGIN = 0.02  # so the re-check lands after the settle window, not on its edge
+_DEBOUNCE_MS = 300
+_IDLE_YIELD_MS = 500  # awatch yields this often when idle, so due rescans can run
+_MISSING_POLL = 1.0
+_MAX_BACKOFF = 30.0
+_IDS_IN_MESSAGE = 20
+_DRIVE = re.compile(r"[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """One published model file."""
+
+    id: str
+    path: Path
+    relpath: str
+    format: Literal["gguf", "rkllm"]
+    size_bytes: int
+    mtime: float
+
+    def to_dict(self) -> dict[str, Any]:
+        modified = datetime.fromtimestamp(self.mtime, UTC).isoformat(timespec="seconds")
+        return {
+            "id": self.id,
+            "file": self.relpath,
+            "format": self.format,
+            "size_bytes": self.size_bytes,
+            "modified": modified.replace("+00:00", "Z"),
+        }
+
+
+# --- the filesystem walk (runs in a worker thread) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    relpath: str
+    realpath: str
+    size: int
+    mtime_ns: int
+    mtime: float
+
+
+@dataclass(slots=True)
+class _Walk:
+    started: float  # monotonic, before the first stat
+    wall: float  # time.time() before the first stat
+    finished: float = 0.0  # monotonic, after the last stat
+    exists: bool = True
+    failed: bool = False  # the root itself could not be listed
+    files: list[_Seen] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # symlinks leading outside
+    unnamable: list[str] = field(default_factory=list)
+
+
+def _is_nameable(relpath: str) -> bool:
+    """False for names no request could ever spell (see `_validate`)."""
+    try:
+        relpath.encode("utf-8")  # undecodable bytes arrive as lone surrogates
+    except UnicodeEncodeError:
+        return False
+    return "\\" not in relpath and not _CONTROL.search(relpath) and not _DRIVE.match(relpath)
+
+
+def _walk(models_dir: Path) -> _Walk:
+    walk = _Walk(started=time.monotonic(), wall=time.time())
+    root = os.path.realpath(models_dir)
+    if not Path(root).is_dir():
+        walk.exists = False
+    else:
+        stack: list[tuple[str, str, int]] = [("", root, 0)]
+        while stack:
+            _scan_dir(*stack.pop(), root=root, walk=walk, stack=stack)
+    walk.finished = time.monotonic()
+    return walk
+
+
+def _scan_dir(
+    rel_dir: str,
+    abs_dir: str,
+    depth: int,
+    *,
+    root: str,
+    walk: _Walk,
+    stack: list[tuple[str, str, int]],
+) -> None:
+    try:
+        with os.scandir(abs_dir) as it:
+            for de in it:
+                if de.name.startswith("."):  # hidden: download staging, editor files
+                    continue
+                rel = f"{rel_dir}/{de.name}" if rel_dir else de.name
+                if de.is_dir(follow_symlinks=False):
+                    if depth < _MAX_DEPTH:
+                        stack.append((rel, de.path, depth + 1))
+                elif de.name.lower().endswith(MODEL_EXTENSIONS):  # so never a temp suffix
+                    _visit_file(de, rel, root, walk)
+    except OSError as exc:
+        walk.failed = walk.failed or not rel_dir
+        logger.warning("cannot list models folder %r: %s", rel_dir or ".", exc.strerror)
+
+
+def _visit_file(de: os.DirEntry[str], rel: str, root: str, walk: _Walk) -> None:
+    if not _is_nameable(rel):
+        walk.unnamable.append(rel)
+        return
+    try:
+        if de.is_symlink():
+            real = os.path.realpath(de.path)
+            if os.path.commonpath([root, real]) != root:
+                walk.rejected.append(rel)
+                return
+            st = Path(real).stat()
+        else:
+            real = de.path  # the root is real and symlinked dirs are never entered
+            st = de.stat(follow_symlinks=False)
+    except OSError:  # vanished mid-walk or dangling: the next scan decides
+        return
+    if stat.S_ISREG(st.st_mode):
+        walk.files.append(_Seen(rel, real, st.st_size, st.st_mtime_ns, st.st_mtime))
+
+
+# --- ids and the lookup snapshot ---------------------------------------------------
+
+
+def _strip_ext(name: str) -> str:
+    return name.rsplit(".", 1)[0]
+
+
+def _build_entries(files: Iterable[_Seen]) -> tuple[ModelEntry, ...]:
+    files = list(files)
+    stems = Counter(_strip_ext(f.relpath.rsplit("/", 1)[-1]) for f in files)
+    ids = {}
+    for f in files:
+        stem = _strip_ext(f.relpath.rsplit("/", 1)[-1])
+        ids[f.relpath] = stem if stems[stem] == 1 else _strip_ext(f.relpath)
+    # `d/x.gguf` next to `d/x.rkllm`: without the extension the two would still clash
+    clashes = Counter(ids.values())
+    entries = [
+        ModelEntry(
+            id=ids[f.relpath] if clashes[ids[f.relpath]] == 1 else f.relpath,
+            path=Path(f.realpath),
+            relpath=f.relpath,
+            format="gguf" if f.relpath.lower().endswith(".gguf") else "rkllm",
+            size_bytes=f.size,
+            mtime=f.mtime,
+        )
+        for f in files
+    ]
+    return tuple(sorted(entries, key=lambda e: (e.id, e.relpath)))
+
+
+class _Snapshot:
+    """One published set with its lookup tables; replaced whole, never mutated."""
+
+    def __init__(self, entries: tuple[ModelEntry, ...]) -> None:
+        self.entries = entries
+        self.by_id = {e.id: e for e in entries}
+        self.by_path: dict[str, ModelEntry] = {}  # relpath with and without extension
+        self.by_file: dict[str, list[ModelEntry]] = {}  # file name, with and without extension
+        self.by_fold: dict[str, list[ModelEntry]] = {}  # casefolded id
+        for e in entries:
+            name = e.relpath.rsplit("/", 1)[-1]
+            self.by_file.setdefault(name, []).append(e)
+            self.by_file.setdefault(_strip_ext(name), []).append(e)
+            self.by_fold.setdefault(e.id.casefold(), []).append(e)
+            self.by_path.setdefault(_strip_ext(e.relpath), e)
+            self.by_path[e.relpath] = e
+        folded = sorted((e.id.casefold(), e.id) for e in entries)  # for prefix search
+        self.fold_keys = [k for k, _ in folded]
+        self.fold_entries = [self.by_id[i] for _, i in folded]
+
+    def prefixed(self, prefix: str) -> list[ModelEntry]:
+        i = bisect.bisect_left(self.fold_keys, prefix)
+        found = []
+        while i < len(self.fold_keys) and self.fold_keys[i].startswith(prefix):
+            found.append(self.fold_entries[i])
+            i += 1
+        return found
+
+
+def _rejected_keys(relpaths: Iterable[str]) -> frozenset[str]:
+    keys: set[str] = set()
+    for rel in relpaths:
+        name = rel.rsplit("/", 1)[-1]
+        keys.update(k.casefold() for k in (rel, _strip_ext(rel), name, _strip_ext(name)))
+    return frozenset(keys)
+
+
+# --- name validation and error messages --------------------------------------------
+
+
+def _show(name: str) -> str:
+    """The user's input, safe to embed in a message."""
+    return repr(name[:80]) + ("..." if len(name) > 80 else "")
+
+
+def _id_list(ids: list[str]) -> str:
+    if not ids:
+        return "no models are available"
+    more = len(ids) - _IDS_IN_MESSAGE
+    return ", ".join(ids[:_IDS_IN_MESSAGE]) + (f", ... ({more} more)" if more > 0 else "")
+
+
+def _validate(name: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise InvalidModelName("model name must be a non-empty string")
+    problem = None
+    if len(name) > MAX_NAME_LENGTH:
+        problem = f"is longer than {MAX_NAME_LENGTH} characters"
+    elif _CONTROL.search(name):
+        problem = "contains control characters"
+    elif name.startswith(("/", "\\")) or _DRIVE.match(name):
+        problem = "must not be an absolute path"
+    elif ".." in re.split(r"[/\\]", name):
+        problem = "must not contain '..'"
+    elif "\\" in name:
+        problem = "must not contain backslashes"
+    if problem:
+        raise InvalidModelName(f"model name {_show(name)} {problem}")
+
+
+def _pick(name: str, matches: list[ModelEntry], snap: _Snapshot) -> ModelEntry:
+    ids = sorted({e.id for e in matches})
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        msg = f"model name {_show(name)} is ambiguous; candidates: {_id_list(ids)}"
+        raise AmbiguousModel(msg, candidates=ids)
+    available = [e.id for e in snap.entries]
+    msg = f"model {_show(name)} not found; available: {_id_list(available)}"
+    raise ModelNotFound(msg, available=available)
+
+
+# --- the registry ------------------------------------------------------------------
+
+
+class _WatchFilter:
+    """Drops events under hidden folders and for temp files: they never change the set."""
+
+    def __init__(self, root: str) -> None:
+        self._prefix = root.rstrip("/") + "/"
+
+    def __call__(self, change: watchfiles.Change, path: str) -> bool:
+        rel = path[len(self._prefix) :] if path.startswith(self._prefix) else Path(path).name
+        parts = rel.split("/")
+        hidden = any(p.startswith(".") for p in parts)
+        return not hidden and not parts[-1].lower().endswith(TEMP_SUFFIXES)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+class ModelRegistry:
+    """The published model set of one models directory."""
+
+    def __init__(
+        self, models_dir: Path, *, settle_seconds: float = 0.5, rescan_interval: float = 30.0
+    ) -> None:
+        self._dir = Path(models_dir)
+        self._settle = settle_seconds
+        self._rescan_interval = rescan_interval
+        self._snap = _Snapshot(())
+        self._rejected: frozenset[str] = frozenset()
+        # relpath -> ((realpath, size, mtime_ns), monotonic time that signature was first seen)
+        self._observed: dict[str, tuple[tuple[str, int, int], float]] = {}
+        self._listeners: list[Callable[[], None]] = []
+        self._lock = asyncio.Lock()
+        self._scans_started = 0
+        self._last_finished = 0
+        self._missing = False
+        self._warned: frozenset[str] = frozenset()
+        self._recheck: asyncio.TimerHandle | None = None
+        self._recheck_at = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def models_dir(self) -> Path:
+        return self._dir
+
+    def entries(self) -> list[ModelEntry]:
+        return list(self._snap.entries)
+
+    def add_listener(self, fn: Callable[[], None]) -> None:
+        self._listeners.append(fn)
+
+    def resolve(self, name: str) -> ModelEntry:
+        _validate(name)
+        snap, folded = self._snap, name.casefold()
+        if folded in self._rejected:
+            msg = f"model {_show(name)} refers to a file outside the models directory"
+            raise InvalidModelName(msg)
+        found = snap.by_id.get(name) or snap.by_path.get(name)
+        if found is not None:
+            return found
+        matches = snap.by_file.get(name) or snap.by_fold.get(folded) or snap.prefixed(folded)
+        return _pick(name, matches, snap)
+
+    async def scan(self) -> None:
+        wanted = self._scans_started + 1  # a scan starting after now sees every change so far
+        async with self._lock:
+            if self._last_finished >= wanted:
+                return  # another caller's scan began after our request: nothing to add
+            self._scans_started += 1
+            number = self._scans_started
+            walk = await asyncio.to_thread(_walk, self._dir)
+            self._apply(walk)
+            self._last_finished = number
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        backoff = 0.5
+        try:
+            while not stop.is_set():
+                await self.scan()
+                if self._missing:
+                    await _wait(stop, min(_MISSING_POLL, self._rescan_interval))
+                    continue
+                try:
+                    await self._watch_session(stop)
+                    backoff = 0.5
+                except Exception as exc:  # e.g. the OS watch limit; rescans still run
+                    logger.warning("watching models failed (%s); retry in %.1f s", exc, backoff)
+                    await _wait(stop, backoff)
+                    backoff = min(backoff * 2, _MAX_BACKOFF, max(self._rescan_interval, 0.5))
+        finally:
+            if self._recheck is not None:
+                self._recheck.cancel()
+                self._recheck = None
+
+    async def _watch_session(self, stop: asyncio.Event) -> None:
+        root = await asyncio.to_thread(os.path.realpath, self._dir)
+        # The first (idle) yield rescans: files added before the watcher started are caught.
+        next_rescan = 0.0
+        batches = watchfiles.awatch(
+            root,
+            stop_event=stop,
+            debounce=_DEBOUNCE_MS,
+            step=50,
+            watch_filter=_WatchFilter(root),
+            recursive=True,
+            rust_timeout=_IDLE_YIELD_MS,
+            yield_on_timeout=True,
+        )
+        async with contextlib.aclosing(batches):
+            async for changes in batches:
+                if changes or time.monotonic() >= next_rescan:
+                    await self.scan()
+                    next_rescan = time.monotonic() + self._rescan_interval
+                if self._missing:
+                    return  # the watch went with the directory; poll until it is back
+
+    # --- reconciling a walk with the published set ---
+
+    def _apply(self, walk: _Walk) -> None:
+        if walk.failed:
+            return  # root unreadable (EIO, EACCES): keep the models we know about
+        self._note_missing(walk.exists)
+        self._warn_new(walk.rejected, walk.unnamable)
+        self._rejected = _rejected_keys(walk.rejected)
+        settled, due = self._settle_files(walk)
+        self._publish(_build_entries(settled))
+        if due is not None:
+            self._schedule_recheck(due)
+
+    def _settle_files(self, walk: _Walk) -> tuple[list[_Seen], float | None]:
+        observed: dict[str, tuple[tuple[str, int, int], float]] = {}
+        settled: list[_Seen] = []
+        due: float | None = None
+        for seen in walk.files:
+            if seen.size == 0:
+                continue  # never published; the write that fills it brings a new scan
+            sig = (seen.realpath, seen.size, seen.mtime_ns)
+            prev = self._observed.get(seen.relpath)
+            since = prev[1] if prev is not None and prev[0] == sig else walk.finished
+            observed[seen.relpath] = (sig, since)
+            stable = walk.started - since >= self._settle
+            old = walk.wall - seen.mtime >= self._settle + _MTIME_SLACK
+            if stable or old:
+                settled.append(seen)
+            else:
+                due = since + self._settle if due is None else min(due, since + self._settle)
+        self._observed = observed
+        return settled, due
+
+    def _publish(self, entries: tuple[ModelEntry, ...]) -> None:
+        if entries == self._snap.entries:
+            return
+        self._snap = _Snapshot(entries)
+        for fn in list(self._listeners):
+            try:
+                fn()
+            except Exception:
+                logger.exception("model list listener failed")
+
+    def _schedule_recheck(self, due: float) -> None:
+        if self._recheck is not None:
+            if self._recheck_at <= due:
+                return  # the earlier re-check reschedules whatever is still pending
+            self._recheck.cancel()
+        delay = max(due - time.monotonic(), 0.0) + _RECHECK_MARGIN
+        self._recheck = asyncio.get_running_loop().call_later(delay, self._start_recheck)
+        self._recheck_at = due
+
+    def _start_recheck(self) -> None:
+        self._recheck = None
+        task = asyncio.get_running_loop().create_task(self.scan())
+        self._tasks.add(task)
+        task.add_done_callback(self._recheck_done)
+
+    def _recheck_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("model re-check failed", exc_info=task.exception())
+
+    def _note_missing(self, exists: bool) -> None:
+        if not exists and not self._missing:
+            logger.warning("models directory %s does not exist; no models listed", self._dir)
+        elif exists and self._missing:
+            logger.info("models directory %s appeared", self._dir)
+        self._missing = not exists
+
+    def _warn_new(self, rejected: list[str], unnamable: list[str]) -> None:
+        for rel in set(rejected) - self._warned:
+            logger.warning("ignoring model %r: symlink to outside the models directory", rel)
+        for rel in set(unnamable) - self._warned:
+            logger.warning("ignoring model %r: its name cannot be used in requests", rel)
+        self._warned = frozenset(rejected) | frozenset(unnamable)
