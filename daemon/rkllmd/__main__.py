@@ -21,7 +21,9 @@ EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="rkllmd", description="Keeps one LLM resident and serves it.")
+    parser = argparse.ArgumentParser(
+        prog="rkllmd", description="Keeps one LLM resident and serves it."
+    )
     parser.add_argument("--config", help="TOML config file (default /etc/rkllmd/rkllmd.toml)")
     parser.add_argument("--models-dir", help="directory watched for .gguf/.rkllm models")
     parser.add_argument("--socket", help="control socket path")

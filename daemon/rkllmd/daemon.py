@@ -16,6 +16,7 @@ import signal
 from collections.abc import Mapping
 from typing import Any
 
+from .activation import inherited_sockets
 from .config import Config, load_config
 from .errors import RkllmdError
 from .manager import ModelManager
@@ -41,22 +42,32 @@ class Daemon:
 
     async def run(self) -> int:
         cfg = self.config
-        registry = ModelRegistry(cfg.models_dir, settle_seconds=cfg.models.settle_seconds,
-                                 rescan_interval=cfg.models.rescan_interval)
+        registry = ModelRegistry(
+            cfg.models_dir,
+            settle_seconds=cfg.models.settle_seconds,
+            rescan_interval=cfg.models.rescan_interval,
+        )
         await registry.scan()
         manager = ModelManager(cfg, registry)
-        methods = build_methods(manager, registry, lambda: self.config.generation.default_max_tokens)
-        control = ControlServer(cfg.control_socket(), Dispatcher(methods, max_batch=MAX_BATCH),
-                                group=cfg.socket_group)
-        await control.start()
+        methods = build_methods(
+            manager, registry, lambda: self.config.generation.default_max_tokens
+        )
+        control = ControlServer(
+            cfg.control_socket(), Dispatcher(methods, max_batch=MAX_BATCH), group=cfg.socket_group
+        )
+        await control.start(inherited_sockets().get("control"))
         self._install_signals(manager, registry)
         self._spawn(registry.watch(self._stop))
         self._spawn(self._watchdog(manager))
         manager.on_change = lambda: self._notifier.status(self._status_line(manager))
         await self._initial_load(manager)
         self._notifier.ready(self._status_line(manager))
-        logger.info("ready; control socket %s, %d models in %s",
-                    control.path, len(registry.entries()), cfg.models_dir)
+        logger.info(
+            "ready; control socket %s, %d models in %s",
+            control.path,
+            len(registry.entries()),
+            cfg.models_dir,
+        )
 
         await self._stop.wait()
 
@@ -94,7 +105,10 @@ class Daemon:
             await registry.scan()
             self._notifier.reloaded(self._status_line(manager))
             return
-        if config.models_dir != self.config.models_dir or config.control_socket() != self.config.control_socket():
+        if (
+            config.models_dir != self.config.models_dir
+            or config.control_socket() != self.config.control_socket()
+        ):
             logger.warning("models_dir and socket changes take effect after a restart")
         self.config = config
         logging.getLogger().setLevel(config.log_level.upper())

@@ -78,7 +78,9 @@ class ModelManager:
         self._pending_load: tuple[ModelEntry, LoadOptions, asyncio.Task[None]] | None = None
         self._closing = False
         self._started = time.monotonic()
-        self.counters = dict.fromkeys(("generations", "completed", "aborted", "failed", "completion_tokens"), 0)
+        self.counters = dict.fromkeys(
+            ("generations", "completed", "aborted", "failed", "completion_tokens"), 0
+        )
         self.on_change: Callable[[], None] = lambda: None
 
     def reconfigure(self, config: Config) -> None:
@@ -141,14 +143,19 @@ class ModelManager:
         finally:
             self._slot.release()
 
-    def _set_state(self, state: State, *, subject: str | None = None, reason: str | None = None) -> None:
+    def _set_state(
+        self, state: State, *, subject: str | None = None, reason: str | None = None
+    ) -> None:
         self._state, self._subject, self._reason = state, subject, reason
         self.on_change()
 
     # --- load / unload -------------------------------------------------------------
 
     async def load(
-        self, name: str, options: LoadOptions | None = None, progress: ProgressCallback | None = None
+        self,
+        name: str,
+        options: LoadOptions | None = None,
+        progress: ProgressCallback | None = None,
     ) -> dict[str, Any]:
         entry = self._registry.resolve(name)
         task = self._join_or_start_load(entry, options or LoadOptions(), progress or _no_progress)
@@ -173,7 +180,9 @@ class ModelManager:
         if not task.cancelled():
             task.exception()  # retrieved here so an unobserved failure is not logged twice
 
-    async def _queued_load(self, entry: ModelEntry, options: LoadOptions, progress: ProgressCallback) -> None:
+    async def _queued_load(
+        self, entry: ModelEntry, options: LoadOptions, progress: ProgressCallback
+    ) -> None:
         async with self._exclusive(bounded=False):
             await self._load_locked(entry, options, progress)
 
@@ -183,7 +192,9 @@ class ModelManager:
             return False
         return options == LoadOptions() or options == r.options
 
-    async def _load_locked(self, entry: ModelEntry, options: LoadOptions, progress: ProgressCallback) -> None:
+    async def _load_locked(
+        self, entry: ModelEntry, options: LoadOptions, progress: ProgressCallback
+    ) -> None:
         if self._is_resident(entry, options):
             await progress("ready", 1.0, f"{entry.id} is already loaded")
             return
@@ -197,7 +208,11 @@ class ModelManager:
         await progress("loading", 0.2, f"loading {entry.id}")
         try:
             props = await worker.load(
-                entry.path, entry.format, options, self._defaults(), self._config.worker.load_timeout_seconds
+                entry.path,
+                entry.format,
+                options,
+                self._defaults(),
+                self._config.worker.load_timeout_seconds,
             )
         except BaseException as exc:
             await worker.stop(self._config.worker.unload_grace_seconds)
@@ -206,7 +221,9 @@ class ModelManager:
             raise
         self._resident = Resident(entry, options, props, worker)
         self._set_state(State.READY)
-        logger.info("loaded %s in %.2f s (worker pid %d)", entry.id, time.monotonic() - started, worker.pid)
+        logger.info(
+            "loaded %s in %.2f s (worker pid %d)", entry.id, time.monotonic() - started, worker.pid
+        )
         await progress("ready", 1.0, f"{entry.id} is ready")
 
     def _defaults(self) -> LoadOptions:
@@ -238,13 +255,17 @@ class ModelManager:
     # --- generation ----------------------------------------------------------------
 
     @asynccontextmanager
-    async def generation(self, request: GenerateRequest, model: str | None = None) -> AsyncIterator[Generation]:
+    async def generation(
+        self, request: GenerateRequest, model: str | None = None
+    ) -> AsyncIterator[Generation]:
         """Hold the slot for one generation; leaving the block early aborts it."""
         entry = self._registry.resolve(model) if model else None
         async with self._exclusive(bounded=True):
             resident = await self._ensure_resident(entry)
             self._set_state(State.GENERATING)
-            events = self._counted(resident.worker.generate(request, self._config.worker.abort_grace_seconds))
+            events = self._counted(
+                resident.worker.generate(request, self._config.worker.abort_grace_seconds)
+            )
             try:
                 yield Generation(resident.entry.id, events)
             finally:
@@ -252,7 +273,9 @@ class ModelManager:
                 if self._state is State.GENERATING:
                     self._set_state(State.READY)
 
-    async def _counted(self, events: AsyncGenerator[TokenEvent | DoneEvent, None]) -> AsyncGenerator[TokenEvent | DoneEvent, None]:
+    async def _counted(
+        self, events: AsyncGenerator[TokenEvent | DoneEvent, None]
+    ) -> AsyncGenerator[TokenEvent | DoneEvent, None]:
         """Keep the counters honest: a stream left before its final event was aborted."""
         self.counters["generations"] += 1
         outcome = "aborted"
@@ -269,9 +292,23 @@ class ModelManager:
             await events.aclose()
             self.counters[outcome] += 1
 
+    async def embed(
+        self, texts: list[str], model: str | None = None
+    ) -> tuple[str, list[list[float]], int]:
+        """Embeddings from the resident (or requested) model: (model id, vectors, tokens)."""
+        entry = self._registry.resolve(model) if model else None
+        async with self._exclusive(bounded=True):
+            resident = await self._ensure_resident(entry)
+            vectors, tokens = await resident.worker.embed(texts)
+            return resident.entry.id, vectors, tokens
+
     async def _ensure_resident(self, entry: ModelEntry | None) -> Resident:
         resident = self._resident
-        if resident is not None and resident.worker.alive and (entry is None or entry.path == resident.entry.path):
+        if (
+            resident is not None
+            and resident.worker.alive
+            and (entry is None or entry.path == resident.entry.path)
+        ):
             return resident
         if entry is None:
             raise NoModelLoaded("no model is loaded; load one first or name a model in the request")

@@ -221,3 +221,19 @@ def _alive(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_embeddings_are_normalised_and_meaningful(daemon) -> None:
+    result = daemon.call("embed", input=["The cat sat on the mat.", "A cat is sitting on a mat.", "Quarterly tax filing deadlines"])
+    vectors = result["data"]
+    assert len(vectors) == 3 and len({len(v) for v in vectors}) == 1
+    for vector in vectors:
+        assert abs(sum(x * x for x in vector) - 1.0) < 1e-3
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2])
+    assert result["usage"]["prompt_tokens"] > 0 and result["model"] == MODEL_ID
+    # The chat context is untouched by embedding work.
+    assert daemon.call("chat", **chat_params(max_tokens=2))["usage"]["completion_tokens"] == 2

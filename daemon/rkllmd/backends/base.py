@@ -54,11 +54,19 @@ class ChatMessage:
 
 @dataclass(frozen=True, slots=True)
 class GenerateRequest:
-    """A chat conversation to continue, or a raw prompt when ``prompt`` is set."""
+    """A chat conversation to continue, or a raw prompt when ``prompt`` is set.
+
+    ``tools`` are OpenAI function-tool definitions handed to the chat template
+    (or the runtime's tool API); ``enable_thinking`` toggles reasoning output in
+    templates that support it. Parsing tool calls and reasoning out of the text
+    happens daemon-side, the same for every backend.
+    """
 
     messages: tuple[ChatMessage, ...] = ()
     prompt: str | None = None
     sampling: Sampling = field(default_factory=Sampling)
+    tools: tuple[dict[str, Any], ...] = ()
+    enable_thinking: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +79,8 @@ class GenerateRequest:
             messages=tuple(ChatMessage(**m) for m in data.get("messages") or ()),
             prompt=data.get("prompt"),
             sampling=Sampling(**sampling),
+            tools=tuple(data.get("tools") or ()),
+            enable_thinking=data.get("enable_thinking"),
         )
 
 
@@ -99,6 +109,12 @@ class GenerateResult:
     usage: Usage
 
 
+@dataclass(frozen=True, slots=True)
+class EmbedResult:
+    vectors: list[list[float]]  # one L2-normalised vector per input
+    prompt_tokens: int
+
+
 EmitText = Callable[[str], None]
 
 
@@ -113,6 +129,10 @@ class Backend(Protocol):
         self, request: GenerateRequest, emit: EmitText, cancel: threading.Event
     ) -> GenerateResult:
         """Stream text pieces through ``emit``; stop early once ``cancel`` is set."""
+        ...
+
+    def embed(self, texts: list[str]) -> EmbedResult:
+        """Pooled, normalised embeddings of each text."""
         ...
 
     def close(self) -> None:

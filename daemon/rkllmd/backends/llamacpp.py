@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailable, ContextLengthExceeded, GenerationFailed, LoadFailed
-from .base import EmitText, GenerateRequest, GenerateResult, LoadOptions, Usage
+from .base import EmbedResult, EmitText, GenerateRequest, GenerateResult, LoadOptions, Usage
 from .textstream import TextStream
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,9 @@ class LlamaCppBackend:
         self._defaults = defaults
         self._lib = _import_llama_cpp()
         self._llm: Any = None
+        self._embedder: Any = None
         self._formatter: Any = None
+        self._threads = 1
 
     # --- load ----------------------------------------------------------------------
 
@@ -57,6 +59,7 @@ class LlamaCppBackend:
         ctx_size = _pick(options.ctx_size, self._defaults.ctx_size, 4096)
         threads = _pick(options.threads, self._defaults.threads, 0) or (os.cpu_count() or 1)
         batch = _pick(options.batch_size, self._defaults.batch_size, 512)
+        self._threads = threads
         try:
             self._llm = self._lib.Llama(
                 model_path=str(path),
@@ -144,8 +147,13 @@ class LlamaCppBackend:
         if request.prompt is not None:
             return list(self._llm.tokenize(request.prompt.encode(), add_bos=True, special=False))
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        extra: dict[str, Any] = {}
+        if request.enable_thinking is not None:
+            extra["enable_thinking"] = request.enable_thinking
         try:
-            rendered = self._formatter(messages=messages)
+            rendered = self._formatter(
+                messages=messages, tools=list(request.tools) or None, **extra
+            )
         except Exception as exc:  # template code can raise anything (raise_exception)
             raise GenerationFailed(f"the chat template rejected the conversation: {exc}") from None
         return list(
@@ -206,10 +214,41 @@ class LlamaCppBackend:
         _emit_rest(text, emit)
         return "stop"
 
+    # --- embed ---------------------------------------------------------------------
+
+    def embed(self, texts: list[str]) -> EmbedResult:
+        embedder = self._embedder or self._open_embedder()
+        n_ctx = int(embedder.n_ctx())
+        counts = [len(embedder.tokenize(t.encode(), add_bos=True, special=False)) for t in texts]
+        if max(counts, default=0) > n_ctx:
+            raise ContextLengthExceeded(
+                f"an input is {max(counts)} tokens but the context holds {n_ctx}", n_ctx=n_ctx
+            )
+        vectors = embedder.embed(texts, normalize=True)
+        return EmbedResult(
+            vectors=[list(map(float, v)) for v in vectors], prompt_tokens=sum(counts)
+        )
+
+    def _open_embedder(self) -> Any:
+        # A second context in embedding mode; the weights are mmap'ed, so the
+        # two share memory. Mean pooling turns a causal LM into a sentence encoder.
+        self._embedder = self._lib.Llama(
+            model_path=self._llm.model_path,
+            embedding=True,
+            pooling_type=self._lib.LLAMA_POOLING_TYPE_MEAN,
+            n_ctx=min(int(self._llm.n_ctx()), 2048),
+            n_threads=self._threads,
+            n_threads_batch=self._threads,
+            n_batch=2048,
+            verbose=False,
+        )
+        return self._embedder
+
     def close(self) -> None:
-        if self._llm is not None:
-            self._llm.close()
-            self._llm = None
+        for llm in (self._embedder, self._llm):
+            if llm is not None:
+                llm.close()
+        self._llm = self._embedder = None
 
 
 def _emit_rest(text: TextStream, emit: EmitText) -> None:

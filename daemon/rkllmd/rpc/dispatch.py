@@ -50,7 +50,9 @@ class Dispatcher:
             request_id = entry.get("id")
             if "id" not in entry:
                 return None
-            return error_response(request_id, INVALID_PARAMS, "Invalid params: use named parameters")
+            return error_response(
+                request_id, INVALID_PARAMS, "Invalid params: use named parameters"
+            )
         return await async_dispatch_to_serializable(
             "", methods=self._methods, context=ctx, deserializer=lambda _: entry
         )

@@ -7,8 +7,8 @@ unexpected becomes a generic -32603 whose detail goes only to the log.
 
 from __future__ import annotations
 
-import time
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +54,9 @@ def _validation_data(exc: ValidationError) -> dict[str, Any]:
     return {"code": "invalid_params", "errors": problems}
 
 
-def rpc_method(name: str, schema: type[s.Params], *, mutating: bool = False) -> Callable[[Impl], Method]:
+def rpc_method(
+    name: str, schema: type[s.Params], *, mutating: bool = False
+) -> Callable[[Impl], Method]:
     def wrap(impl: Impl) -> Method:
         async def method(ctx: CallContext, **params: Any) -> Result:
             try:
@@ -83,7 +85,9 @@ def rpc_method(name: str, schema: type[s.Params], *, mutating: bool = False) -> 
     return wrap
 
 
-def build_methods(manager: ModelManager, registry: ModelRegistry, default_max_tokens: Callable[[], int]) -> dict[str, Method]:
+def build_methods(
+    manager: ModelManager, registry: ModelRegistry, default_max_tokens: Callable[[], int]
+) -> dict[str, Method]:
     @rpc_method("status", s.NoParams)
     async def status(ctx: CallContext, p: s.NoParams) -> Any:
         return manager.status()
@@ -118,6 +122,16 @@ def build_methods(manager: ModelManager, registry: ModelRegistry, default_max_to
     async def chat(ctx: CallContext, p: s.ChatParams) -> Any:
         return await _chat(manager, ctx, p, default_max_tokens())
 
+    @rpc_method("embed", s.EmbedParams)
+    async def embed(ctx: CallContext, p: s.EmbedParams) -> Any:
+        texts = [p.input] if isinstance(p.input, str) else list(p.input)
+        model_id, vectors, tokens = await manager.embed(texts, p.model)
+        return {
+            "model": model_id,
+            "data": vectors,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
     @rpc_method("pull", s.PullParams, mutating=True)
     async def pull(ctx: CallContext, p: s.PullParams) -> Any:
         raise NotAvailable("pulling models is not available in this version yet")
@@ -127,8 +141,16 @@ def build_methods(manager: ModelManager, registry: ModelRegistry, default_max_to
         raise NotAvailable("removing models is not available in this version yet")
 
     return {
-        "status": status, "list": list_, "show": show, "load": load, "unload": unload,
-        "rescan": rescan, "chat": chat, "pull": pull, "remove": remove,
+        "status": status,
+        "list": list_,
+        "show": show,
+        "load": load,
+        "unload": unload,
+        "rescan": rescan,
+        "chat": chat,
+        "embed": embed,
+        "pull": pull,
+        "remove": remove,
     }
 
 
@@ -150,7 +172,9 @@ def to_generate_request(p: s.ChatParams, default_max_tokens: int) -> GenerateReq
     return GenerateRequest(messages=messages, sampling=sampling)
 
 
-async def _chat(manager: ModelManager, ctx: CallContext, p: s.ChatParams, default_max_tokens: int) -> Any:
+async def _chat(
+    manager: ModelManager, ctx: CallContext, p: s.ChatParams, default_max_tokens: int
+) -> Any:
     request = to_generate_request(p, default_max_tokens)
     started = time.monotonic()
     first: float | None = None
@@ -166,7 +190,9 @@ async def _chat(manager: ModelManager, ctx: CallContext, p: s.ChatParams, defaul
                     "usage": event.usage,
                     "timings": {
                         "ttft_ms": round(((first or time.monotonic()) - started) * 1000, 2),
-                        "tokens_per_s": round(event.usage["completion_tokens"] / elapsed, 2) if elapsed > 0 else None,
+                        "tokens_per_s": round(event.usage["completion_tokens"] / elapsed, 2)
+                        if elapsed > 0
+                        else None,
                     },
                 }
             first = first or time.monotonic()

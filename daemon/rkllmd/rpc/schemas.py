@@ -72,3 +72,13 @@ class RemoveParams(Params):
     model: ModelName | None = None
     force: bool = False
     all: bool = False
+
+
+class EmbedParams(Params):
+    model: ModelName | None = None
+    input: (
+        Annotated[str, Field(max_length=1_048_576)]
+        | Annotated[
+            list[Annotated[str, Field(max_length=1_048_576)]], Field(min_length=1, max_length=256)
+        ]
+    )

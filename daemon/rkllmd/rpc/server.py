@@ -17,6 +17,7 @@ import os
 import socket
 import stat
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,17 +114,25 @@ class ControlServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._calls: set[asyncio.Task[None]] = set()
+        self._owns_path = True
 
-    async def start(self) -> None:
-        sock = bind_control_socket(self.path, self._group)
-        self._server = await asyncio.start_unix_server(self._on_connect, sock=sock, limit=MAX_LINE_BYTES)
+    async def start(self, inherited: socket.socket | None = None) -> None:
+        """Listen on ``inherited`` (socket activation: never unlinked by us) or bind our own."""
+        self._owns_path = inherited is None
+        if inherited is not None:
+            self.path = Path(inherited.getsockname())
+        sock = inherited or bind_control_socket(self.path, self._group)
+        self._server = await asyncio.start_unix_server(
+            self._on_connect, sock=sock, limit=MAX_LINE_BYTES
+        )
         logger.info("control socket listening on %s", self.path)
 
     async def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(OSError):
-                self.path.unlink()
+                if self._owns_path:
+                    self.path.unlink()
 
     async def close(self, grace: float = 2.0) -> None:
         """Let calls that are finishing send their answers, then drop everyone."""
@@ -159,12 +168,22 @@ class ControlServer:
                 call = asyncio.create_task(self._call(line, ctx, conn))
                 calls.add(call)
                 self._calls.add(call)
-                call.add_done_callback(lambda t: (calls.discard(t), self._calls.discard(t), slots.release()))
+                call.add_done_callback(self._finished(calls, slots))
             # EOF: the client may have only half-closed; let its calls answer.
             await asyncio.gather(*calls, return_exceptions=True)
         finally:
             for call in calls:
                 call.cancel()
+
+    def _finished(
+        self, calls: set[asyncio.Task[None]], slots: asyncio.Semaphore
+    ) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            calls.discard(task)
+            self._calls.discard(task)
+            slots.release()
+
+        return done
 
     async def _read_line(self, reader: asyncio.StreamReader, conn: Connection) -> bytes | None:
         try:
@@ -174,7 +193,11 @@ class ControlServer:
         except asyncio.LimitOverrunError:
             limit_kib = MAX_LINE_BYTES // 1024
             with contextlib.suppress(ConnectionError):
-                await conn.send(error_response(None, INVALID_REQUEST, f"Invalid Request: line longer than {limit_kib} KiB"))
+                await conn.send(
+                    error_response(
+                        None, INVALID_REQUEST, f"Invalid Request: line longer than {limit_kib} KiB"
+                    )
+                )
             return None
         except ConnectionError:
             return None

@@ -15,6 +15,7 @@ import resource
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -57,41 +58,68 @@ class Host:
             backend = make_backend(str(message["format"]), defaults)
             props = backend.load(Path(message["path"]), LoadOptions.from_dict(message["options"]))
         except RkllmdError as exc:
-            self._events.send(p.LOAD_FAILED, code=exc.code, message=exc.message, details=exc.details)
+            self._events.send(
+                p.LOAD_FAILED, code=exc.code, message=exc.message, details=exc.details
+            )
             return False
         except Exception:
             logger.exception("unexpected failure while loading")
-            self._events.send(p.LOAD_FAILED, code=LoadFailed.code, message="unexpected error while loading", details={})
+            self._events.send(
+                p.LOAD_FAILED,
+                code=LoadFailed.code,
+                message="unexpected error while loading",
+                details={},
+            )
             return False
         self._backend = backend
         self._events.send(p.LOADED, props=props)
         return True
 
     def handle_generate(self, message: dict[str, Any]) -> None:
-        job_id = int(message["id"])
+        request = GenerateRequest.from_dict(message["request"])
+        self._start(int(message["id"]), lambda job, cancel: self._generate(job, request, cancel))
+
+    def handle_embed(self, message: dict[str, Any]) -> None:
+        texts = [str(t) for t in message["texts"]]
+        self._start(int(message["id"]), lambda job, cancel: self._embed(job, texts))
+
+    def _start(self, job_id: int, work: Callable[[int, threading.Event], None]) -> None:
         if self._job is not None:
             # The daemon sends a new job only after the last one reported its end,
             # so the previous thread is at most returning: wait for it.
             self._job[2].join()
         cancel = threading.Event()
-        request = GenerateRequest.from_dict(message["request"])
-        thread = threading.Thread(target=self._run, args=(job_id, request, cancel), daemon=True)
+        thread = threading.Thread(target=self._guarded, args=(job_id, work, cancel), daemon=True)
         self._job = (job_id, cancel, thread)
         thread.start()
 
-    def _run(self, job_id: int, request: GenerateRequest, cancel: threading.Event) -> None:
+    def _guarded(
+        self, job_id: int, work: Callable[[int, threading.Event], None], cancel: threading.Event
+    ) -> None:
+        try:
+            work(job_id, cancel)
+        except RkllmdError as exc:
+            self._events.send(
+                p.ERROR, id=job_id, code=exc.code, message=exc.message, details=exc.details
+            )
+        except Exception:
+            logger.exception("job %d failed", job_id)
+            self._events.send(
+                p.ERROR, id=job_id, code="generation_failed", message="the backend failed"
+            )
+
+    def _generate(self, job_id: int, request: GenerateRequest, cancel: threading.Event) -> None:
         assert self._backend is not None
         send = self._events.send
-        try:
-            result = self._backend.generate(request, lambda t: send(p.TOKEN, id=job_id, text=t), cancel)
-        except RkllmdError as exc:
-            send(p.ERROR, id=job_id, code=exc.code, message=exc.message, details=exc.details)
-            return
-        except Exception:
-            logger.exception("generation failed")
-            send(p.ERROR, id=job_id, code="generation_failed", message="the backend failed during generation")
-            return
+        result = self._backend.generate(request, lambda t: send(p.TOKEN, id=job_id, text=t), cancel)
         send(p.DONE, id=job_id, finish_reason=result.finish_reason, usage=result.usage.to_dict())
+
+    def _embed(self, job_id: int, texts: list[str]) -> None:
+        assert self._backend is not None
+        result = self._backend.embed(texts)
+        self._events.send(
+            p.EMBEDDING, id=job_id, vectors=result.vectors, prompt_tokens=result.prompt_tokens
+        )
 
     def handle_abort(self, message: dict[str, Any]) -> None:
         if self._job is not None and self._job[0] == int(message["id"]):
@@ -110,7 +138,11 @@ def serve(commands: BinaryIO, events: EventPipe) -> int:
     first = commands.readline()
     if not first or not host.handle_load(p.decode(first)):
         return 0
-    handlers = {p.GENERATE: host.handle_generate, p.ABORT: host.handle_abort}
+    handlers = {
+        p.GENERATE: host.handle_generate,
+        p.EMBED: host.handle_embed,
+        p.ABORT: host.handle_abort,
+    }
     for line in commands:
         message = p.decode(line)
         if message["kind"] == p.SHUTDOWN:
@@ -136,10 +168,13 @@ def _prepare_process() -> EventPipe:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    logging.basicConfig(level=os.environ.get("RKLLMD_WORKER_LOG_LEVEL", "INFO").upper(),
-                        format="rkllmd-worker[%(process)d] %(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=os.environ.get("RKLLMD_WORKER_LOG_LEVEL", "INFO").upper(),
+        format="rkllmd-worker[%(process)d] %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
     return EventPipe(events)
 
 

@@ -1,7 +1,7 @@
 """Messages on the worker pipes: one JSON object per line in each direction.
 
-daemon -> worker (stdin):   load, generate, abort, shutdown
-worker -> daemon (stdout):  loaded, load_failed, token, done, error
+daemon -> worker (stdin):   load, generate, embed, abort, shutdown
+worker -> daemon (stdout):  loaded, load_failed, token, done, embedding, error
 Only ``load`` may come first; a worker hosts exactly one model for its life.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 # Commands
 LOAD = "load"
 GENERATE = "generate"
+EMBED = "embed"
 ABORT = "abort"
 SHUTDOWN = "shutdown"
 
@@ -21,6 +22,7 @@ LOADED = "loaded"
 LOAD_FAILED = "load_failed"
 TOKEN = "token"  # noqa: S105 - a message kind, not a secret
 DONE = "done"
+EMBEDDING = "embedding"
 ERROR = "error"
 
 # Token events can carry long texts and embeddings later; keep headroom.

@@ -52,7 +52,14 @@ def describe_exit(returncode: int) -> str:
     return f"worker process exited with status {returncode}"
 
 
-_DAEMON_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+_DAEMON_ONLY = (
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+)
 
 
 def _child_env() -> dict[str, str]:
@@ -78,7 +85,9 @@ class WorkerProcess:
     @classmethod
     async def spawn(cls, on_exit: ExitCallback) -> WorkerProcess:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "rkllmd.worker",
+            sys.executable,
+            "-m",
+            "rkllmd.worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=_child_env(),
@@ -111,16 +120,22 @@ class WorkerProcess:
             raise BackendCrashed(self.exit_reason or "worker process is gone") from None
 
     async def load(
-        self, path: Path, fmt: str, options: LoadOptions, defaults: LoadOptions, timeout: float
+        self, path: Path, fmt: str, options: LoadOptions, defaults: LoadOptions, deadline: float
     ) -> dict[str, Any]:
         await self._send(
-            p.LOAD, path=str(path), format=fmt, options=options.to_dict(), defaults=defaults.to_dict()
+            p.LOAD,
+            path=str(path),
+            format=fmt,
+            options=options.to_dict(),
+            defaults=defaults.to_dict(),
         )
         try:
-            return await asyncio.wait_for(asyncio.shield(self._loaded), timeout)
+            return await asyncio.wait_for(asyncio.shield(self._loaded), deadline)
         except TimeoutError:
             self.kill("loading timed out")
-            raise LoadFailed(f"loading took longer than {timeout:.0f} s; the worker was stopped") from None
+            raise LoadFailed(
+                f"loading took longer than {deadline:.0f} s; the worker was stopped"
+            ) from None
 
     async def generate(
         self, request: GenerateRequest, abort_grace: float
@@ -144,6 +159,21 @@ class WorkerProcess:
         finally:
             if not finished:
                 await self._abort(job_id, queue, abort_grace)
+            self._jobs.pop(job_id, None)
+
+    async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Embeddings of ``texts``; short enough that it is never aborted midway."""
+        job_id = next(self._ids)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._jobs[job_id] = queue
+        try:
+            await self._send(p.EMBED, id=job_id, texts=texts)
+            message = await queue.get()
+            if message is not _CRASHED and message["kind"] == p.EMBEDDING:
+                return message["vectors"], int(message["prompt_tokens"])
+            self._unpack(message)  # raises the matching error
+            raise BackendCrashed("the worker answered an embedding request with something else")
+        finally:
             self._jobs.pop(job_id, None)
 
     def _unpack(self, message: Any) -> TokenEvent | DoneEvent:
@@ -183,7 +213,9 @@ class WorkerProcess:
             try:
                 await asyncio.wait_for(asyncio.shield(self._reader), grace)
             except TimeoutError:
-                logger.warning("worker pid %d did not exit within %.1f s; killing it", self.pid, grace)
+                logger.warning(
+                    "worker pid %d did not exit within %.1f s; killing it", self.pid, grace
+                )
                 self.kill()
         await self._reader
 
@@ -213,7 +245,9 @@ class WorkerProcess:
         if kind == p.LOADED and not self._loaded.done():
             self._loaded.set_result(message["props"])
         elif kind == p.LOAD_FAILED and not self._loaded.done():
-            error = error_from_code(message["code"], message["message"], **(message.get("details") or {}))
+            error = error_from_code(
+                message["code"], message["message"], **(message.get("details") or {})
+            )
             self._loaded.set_exception(error)
         elif (queue := self._jobs.get(int(message.get("id", -1)))) is not None:
             queue.put_nowait(message)
