@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -48,6 +48,11 @@ class WorkerSection(_Section):
 class GenerationSection(_Section):
     load_on_request: bool = True
     default_max_tokens: int = Field(1024, ge=1, le=1_000_000)
+    # Unload the model after this many idle seconds; 0 keeps it resident forever.
+    keep_alive_seconds: float = Field(0.0, ge=0)
+    # A pinned model is never unloaded for idleness nor swapped by a request
+    # naming another model (an explicit admin load still replaces it).
+    pin: str | None = None
 
 
 class LlamaCppSection(_Section):
@@ -61,15 +66,55 @@ class RkllmSection(_Section):
 
 
 class HttpSection(_Section):
+    enabled: bool = True
     listen: str = "127.0.0.1:8080"
     api_key: str | None = None
+    # Management routes (load/unload/download) need this key when set.
+    admin_key: str | None = None
     allow_unauthenticated_remote: bool = False
+    # Extra Host header values accepted besides loopback names (DNS-rebinding guard).
+    allowed_hosts: list[str] = []
+    # Browser origins allowed by CORS; none by default (no CORS headers at all).
+    cors_origins: list[str] = []
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    keepalive_seconds: float = Field(15.0, gt=0, le=3600)
+    first_token_timeout_seconds: float = Field(600.0, gt=0)
+    # Whole-request limit for generations; 0 means none.
+    request_timeout_seconds: float = Field(0.0, ge=0)
 
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
         parse_listen(value)
         return value
+
+
+class HubSection(_Section):
+    """Where ``pull`` downloads from (the Hugging Face Hub or a mirror) and how."""
+
+    endpoint: str = "https://huggingface.co"
+    token: SecretStr | None = None
+    token_file: Path | None = None  # must be readable by the daemon's user only
+    timeout_seconds: float = Field(10.0, gt=0, le=300)  # metadata requests
+    retries: int = Field(5, ge=0, le=100)  # per file, with exponential backoff
+    min_free_bytes: int = Field(256 * 1024 * 1024, ge=0)  # kept free after a pull
+    keep_partial_hours: float = Field(168.0, ge=0)  # resumable staging older: removed
+    technical_files: tuple[str, ...] = (
+        "config.json",
+        "generation_config.json",
+        "meta.json",
+        "tokenizer_config.json",
+        "tokenizer.json",
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest.strip("/"):
+            raise ValueError(f"endpoint must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
 
 
 class Config(_Section):
@@ -86,6 +131,7 @@ class Config(_Section):
     llamacpp: LlamaCppSection = LlamaCppSection()
     rkllm: RkllmSection = RkllmSection()
     http: HttpSection = HttpSection()
+    hub: HubSection = HubSection()
     config_file: Path | None = None
 
     @field_validator("socket")

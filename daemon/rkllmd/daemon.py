@@ -1,6 +1,6 @@
 """Composition root and lifecycle of rkllmd.
 
-start: scan models -> bind control socket -> watcher + watchdog -> optional
+start: scan models -> bind control socket + HTTP -> watcher + watchdog -> optional
        initial load (EXTEND_TIMEOUT while it runs) -> READY=1
 run:   SIGHUP reloads config and rescans; STATUS follows the manager's state
 stop:  SIGTERM/SIGINT -> STOPPING=1 -> stop accepting -> drain with a deadline
@@ -13,12 +13,16 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Mapping
 from typing import Any
 
 from .activation import inherited_sockets
 from .config import Config, load_config
 from .errors import RkllmdError
+from .http.app import build_app
+from .http.server import HttpServer
+from .http.services import Services
 from .manager import ModelManager
 from .notify import Notifier
 from .registry import ModelRegistry
@@ -55,7 +59,9 @@ class Daemon:
         control = ControlServer(
             cfg.control_socket(), Dispatcher(methods, max_batch=MAX_BATCH), group=cfg.socket_group
         )
-        await control.start(inherited_sockets().get("control"))
+        inherited = inherited_sockets()
+        await control.start(inherited.get("control"))
+        http = await self._start_http(manager, registry, inherited.get("http"))
         self._install_signals(manager, registry)
         self._spawn(registry.watch(self._stop))
         self._spawn(self._watchdog(manager))
@@ -74,11 +80,25 @@ class Daemon:
         self._notifier.stopping()
         logger.info("stopping: draining for up to %.0f s", self.config.drain_seconds)
         await control.stop_accepting()
+        if http is not None:
+            await http.stop_accepting()
         await manager.shutdown(self.config.drain_seconds)
         await control.close()
+        if http is not None:
+            await http.close()
         await self._cancel_background()
         logger.info("stopped")
         return 0
+
+    async def _start_http(
+        self, manager: ModelManager, registry: ModelRegistry, inherited: socket.socket | None
+    ) -> HttpServer | None:
+        if not self.config.http.enabled and inherited is None:
+            return None
+        app = build_app(Services(manager, registry, lambda: self.config))
+        server = HttpServer(app, self.config.http, inherited)
+        await server.start()
+        return server
 
     async def _initial_load(self, manager: ModelManager) -> None:
         if not self.config.load:

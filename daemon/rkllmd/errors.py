@@ -118,6 +118,57 @@ class GenerationFailed(RkllmdError):
     code = "generation_failed"
 
 
+# --- the model store (pull / remove) -----------------------------------------------
+
+
+class ChooseModelFile(InvalidParams):
+    """The repository holds several model files and the request did not pick one."""
+
+    code = "choose_file"
+
+
+class ModelInUse(RkllmdError):
+    """Removing the resident model (or a repo being pulled) needs ``force``."""
+
+    code = "model_in_use"
+
+
+class DownloadFailed(RkllmdError):
+    """A pull did not complete; nothing was published."""
+
+    code = "download_failed"
+
+
+class HubUnreachable(DownloadFailed):
+    """Offline mode, DNS, refused or timed-out connections, repeated 5xx."""
+
+    code = "hub_unreachable"
+
+
+class HubUnauthorized(DownloadFailed):
+    """The repository is gated or private and the token is missing or refused."""
+
+    code = "hub_unauthorized"
+
+
+class RepoNotFound(DownloadFailed):
+    code = "repo_not_found"
+
+
+class InvalidListing(DownloadFailed):
+    """The Hub listed a file name that could escape the models directory."""
+
+    code = "invalid_listing"
+
+
+class ChecksumMismatch(DownloadFailed):
+    code = "checksum_mismatch"
+
+
+class InsufficientStorage(DownloadFailed):
+    code = "insufficient_storage"
+
+
 ERRORS_BY_CODE: dict[str, type[RkllmdError]] = {
     cls.code: cls
     for cls in (
@@ -136,6 +187,15 @@ ERRORS_BY_CODE: dict[str, type[RkllmdError]] = {
         BackendUnavailable,
         BackendCrashed,
         GenerationFailed,
+        ChooseModelFile,
+        ModelInUse,
+        DownloadFailed,
+        HubUnreachable,
+        HubUnauthorized,
+        RepoNotFound,
+        InvalidListing,
+        ChecksumMismatch,
+        InsufficientStorage,
     )
 }
 
@@ -150,3 +210,36 @@ class AlreadyRunning(RkllmdError):
     """Another daemon answers on the control socket; never steal it."""
 
     code = "already_running"
+
+
+class ModelPinned(RkllmdError):
+    """The resident model is pinned and a request would swap it out."""
+
+    code = "model_pinned"
+
+
+# --- HTTP edge: raised by the HTTP layer only, listed here to keep one hierarchy ---
+
+
+class AuthenticationFailed(RkllmdError):
+    code = "invalid_api_key"
+
+
+class Forbidden(RkllmdError):
+    code = "forbidden"
+
+
+class RequestTimeout(RkllmdError):
+    code = "request_timeout"
+
+
+class PayloadTooLarge(RkllmdError):
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(RkllmdError):
+    code = "unsupported_media_type"
+
+
+class RouteNotFound(RkllmdError):
+    code = "not_found"

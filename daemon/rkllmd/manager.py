@@ -17,12 +17,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .backends.base import GenerateRequest, LoadOptions
 from .config import Config
-from .errors import LoadFailed, NoModelLoaded, QueueFull, RkllmdError, ShuttingDown
+from .errors import LoadFailed, ModelPinned, NoModelLoaded, QueueFull, RkllmdError, ShuttingDown
+from .metrics import Metrics
 from .registry import ModelEntry, ModelRegistry
 from .worker.proxy import DoneEvent, TokenEvent, WorkerProcess
 
@@ -47,6 +49,7 @@ class Resident:
     options: LoadOptions
     props: dict[str, Any]
     worker: WorkerProcess
+    pinned: bool = False
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -64,8 +67,14 @@ async def _no_progress(stage: str, fraction: float | None, message: str) -> None
 
 class ModelManager:
     def __init__(
-        self, config: Config, registry: ModelRegistry, spawn: SpawnWorker = WorkerProcess.spawn
+        self,
+        config: Config,
+        registry: ModelRegistry,
+        spawn: SpawnWorker = WorkerProcess.spawn,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
+        self.metrics.bind_state(lambda: self._state.value, lambda: self._waiting)
         self._config = config
         self._registry = registry
         self._spawn = spawn
@@ -77,11 +86,14 @@ class ModelManager:
         self._resident: Resident | None = None
         self._pending_load: tuple[ModelEntry, LoadOptions, asyncio.Task[None]] | None = None
         self._closing = False
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._started = time.monotonic()
         self.counters = dict.fromkeys(
             ("generations", "completed", "aborted", "failed", "completion_tokens"), 0
         )
         self.on_change: Callable[[], None] = lambda: None
+        self._listing: tuple[Path | None, list[dict[str, Any]]] | None = None
+        registry.add_listener(self._forget_listing)
 
     def reconfigure(self, config: Config) -> None:
         """Apply a reloaded config; new limits take effect for the next request."""
@@ -104,14 +116,23 @@ class ModelManager:
             "worker_pid": resident.worker.pid if resident else None,
             "loaded_at": resident.loaded_at.isoformat() if resident else None,
             "options": resident.options.to_dict() if resident else {},
+            "pinned": bool(resident and resident.pinned),
             "uptime_s": round(time.monotonic() - self._started, 3),
             "counters": dict(self.counters),
             "version": __version__,
         }
 
     def list_models(self) -> list[dict[str, Any]]:
+        # Rendered once per (published model set, resident model): with 1,000 models,
+        # to_dict() on every call cost several ms per `list`. Callers get copies.
         loaded = self._resident.entry.path if self._resident else None
-        return [{**e.to_dict(), "loaded": e.path == loaded} for e in self._registry.entries()]
+        if self._listing is None or self._listing[0] != loaded:
+            rows = [{**e.to_dict(), "loaded": e.path == loaded} for e in self._registry.entries()]
+            self._listing = (loaded, rows)
+        return [dict(row) for row in self._listing[1]]
+
+    def _forget_listing(self) -> None:
+        self._listing = None
 
     def show(self, name: str) -> dict[str, Any]:
         entry = self._registry.resolve(name)
@@ -132,10 +153,12 @@ class ModelManager:
                 f"the queue is full ({self._waiting} waiting); try again later", retry_after=retry
             )
         self._waiting += 1
+        queued = time.monotonic()
         try:
             await self._slot.acquire()
         finally:
             self._waiting -= 1
+        self.metrics.queue_wait.observe(time.monotonic() - queued)
         try:
             if self._closing:
                 raise ShuttingDown("the daemon is shutting down")
@@ -156,11 +179,16 @@ class ModelManager:
         name: str,
         options: LoadOptions | None = None,
         progress: ProgressCallback | None = None,
+        *,
+        pin: bool | None = None,
     ) -> dict[str, Any]:
         entry = self._registry.resolve(name)
         task = self._join_or_start_load(entry, options or LoadOptions(), progress or _no_progress)
         # The load outlives an impatient caller: others may be waiting on it.
         await asyncio.shield(task)
+        if pin is not None and self._resident is not None:
+            self._resident.pinned = pin
+        self._arm_idle_timer()
         return self.status()
 
     def _join_or_start_load(
@@ -219,12 +247,23 @@ class ModelManager:
             reason = exc.message if isinstance(exc, RkllmdError) else "the load was interrupted"
             self._set_state(State.FAILED, subject=entry.id, reason=reason)
             raise
-        self._resident = Resident(entry, options, props, worker)
+        self._resident = Resident(
+            entry, options, props, worker, pinned=self._pinned_by_config(entry)
+        )
         self._set_state(State.READY)
         logger.info(
             "loaded %s in %.2f s (worker pid %d)", entry.id, time.monotonic() - started, worker.pid
         )
         await progress("ready", 1.0, f"{entry.id} is ready")
+
+    def _pinned_by_config(self, entry: ModelEntry) -> bool:
+        name = self._config.generation.pin
+        if not name:
+            return False
+        try:
+            return self._registry.resolve(name).path == entry.path
+        except RkllmdError:
+            return False
 
     def _defaults(self) -> LoadOptions:
         cpu = self._config.llamacpp
@@ -272,18 +311,24 @@ class ModelManager:
                 await events.aclose()
                 if self._state is State.GENERATING:
                     self._set_state(State.READY)
+        self._arm_idle_timer()
 
     async def _counted(
         self, events: AsyncGenerator[TokenEvent | DoneEvent, None]
     ) -> AsyncGenerator[TokenEvent | DoneEvent, None]:
-        """Keep the counters honest: a stream left before its final event was aborted."""
+        """Keep counters and metrics honest: a stream left before its end was aborted."""
         self.counters["generations"] += 1
         outcome = "aborted"
+        started = time.monotonic()
+        first: float | None = None
         try:
             async for event in events:
                 if isinstance(event, DoneEvent):
                     outcome = "aborted" if event.finish_reason == "abort" else "completed"
-                    self.counters["completion_tokens"] += event.usage.get("completion_tokens", 0)
+                    self._record_done(event, first)
+                elif first is None:
+                    first = time.monotonic()
+                    self.metrics.ttft.observe(first - started)
                 yield event
         except RkllmdError:
             outcome = "failed"
@@ -291,6 +336,17 @@ class ModelManager:
         finally:
             await events.aclose()
             self.counters[outcome] += 1
+            self.metrics.generations.labels(outcome).inc()
+
+    def _record_done(self, event: DoneEvent, first: float | None) -> None:
+        completion = event.usage.get("completion_tokens", 0)
+        self.counters["completion_tokens"] += completion
+        self.metrics.tokens.labels("completion").inc(completion)
+        self.metrics.tokens.labels("prompt").inc(event.usage.get("prompt_tokens", 0))
+        if first is not None and completion > 1:
+            elapsed = time.monotonic() - first
+            if elapsed > 0:
+                self.metrics.token_rate.observe((completion - 1) / elapsed)
 
     async def embed(
         self, texts: list[str], model: str | None = None
@@ -300,7 +356,8 @@ class ModelManager:
         async with self._exclusive(bounded=True):
             resident = await self._ensure_resident(entry)
             vectors, tokens = await resident.worker.embed(texts)
-            return resident.entry.id, vectors, tokens
+        self._arm_idle_timer()
+        return resident.entry.id, vectors, tokens
 
     async def _ensure_resident(self, entry: ModelEntry | None) -> Resident:
         resident = self._resident
@@ -314,6 +371,11 @@ class ModelManager:
             raise NoModelLoaded("no model is loaded; load one first or name a model in the request")
         if not self._config.generation.load_on_request:
             raise NoModelLoaded(f"{entry.id} is not loaded and loading on request is disabled")
+        if resident is not None and resident.pinned and resident.worker.alive:
+            raise ModelPinned(
+                f"{resident.entry.id} is pinned; only an explicit load can replace it",
+                pinned=resident.entry.id,
+            )
         await self._load_even_if_cancelled(entry)
         assert self._resident is not None
         return self._resident
@@ -327,6 +389,36 @@ class ModelManager:
             with contextlib.suppress(Exception):
                 await task
             raise
+
+    # --- idle unload ---------------------------------------------------------------
+
+    def _arm_idle_timer(self) -> None:
+        """(Re)start the keep-alive countdown after the model was last used."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        keep_alive = self._config.generation.keep_alive_seconds
+        resident = self._resident
+        if keep_alive <= 0 or resident is None or resident.pinned:
+            return
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(keep_alive, self._on_idle, resident)
+
+    def _on_idle(self, resident: Resident) -> None:
+        self._idle_timer = None
+        if self._resident is resident and not self._slot.locked() and not self._closing:
+            logger.info(
+                "unloading %s after %.0f s idle",
+                resident.entry.id,
+                self._config.generation.keep_alive_seconds,
+            )
+            task = asyncio.create_task(self._unload_if_still_idle(resident))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _unload_if_still_idle(self, resident: Resident) -> None:
+        async with self._exclusive(bounded=False):
+            if self._resident is resident:
+                await self._unload_locked()
 
     # --- health and shutdown -------------------------------------------------------
 
@@ -343,6 +435,8 @@ class ModelManager:
     async def shutdown(self, drain_seconds: float) -> None:
         """Refuse new work, let the running generation finish, then free the model."""
         self._closing = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         try:
             async with asyncio.timeout(drain_seconds):
                 await self._slot.acquire()

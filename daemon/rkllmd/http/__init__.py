@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP API and management dialects: thin skins over ModelManager."""

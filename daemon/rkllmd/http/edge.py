@@ -1,0 +1,121 @@
+"""What every request passes through: security checks, body reading, errors.
+
+Order: Host check (DNS rebinding) -> CORS/CSRF origin rules -> API key ->
+handler. Bodies are read with a size limit and a timeout and validated into a
+pydantic model before the handler does anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from .. import errors as e
+from ..config import HttpSection, is_loopback, parse_listen
+from .errors import error_response
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+M = TypeVar("M", bound=BaseModel)
+
+PUBLIC_PATHS = frozenset({"/health", "/v1/health"})
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    admin: bool = False
+
+
+def host_allowed(host_header: str | None, http: HttpSection) -> bool:
+    """On a loopback bind only loopback names (or configured ones) may be used."""
+    bind_host, _ = parse_listen(http.listen)
+    if not is_loopback(bind_host):
+        return True
+    if not host_header:
+        return False
+    host = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
+    host = host.lower()
+    return host in LOOPBACK_NAMES or host.endswith(".localhost") or host in http.allowed_hosts
+
+
+def _key_matches(request: web.Request, key: str) -> bool:
+    supplied = request.headers.get("Authorization", "")
+    token = (
+        supplied[7:] if supplied[:7].lower() == "bearer " else request.headers.get("X-Api-Key", "")
+    )
+    return hmac.compare_digest(token.encode(), key.encode())
+
+
+def check_auth(request: web.Request, http: HttpSection, admin: bool) -> None:
+    if request.path in PUBLIC_PATHS:
+        return
+    key = (http.admin_key or http.api_key) if admin else http.api_key
+    if key and not _key_matches(request, key):
+        raise e.AuthenticationFailed("missing or invalid API key")
+
+
+def check_origin(request: web.Request, http: HttpSection) -> None:
+    """Refuse cross-site browser requests: a page may not drive the local daemon."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin not in http.cors_origins:
+        raise e.Forbidden("cross-origin requests are not allowed from this origin")
+    if (
+        request.method == "POST"
+        and request.content_length
+        and request.content_type != "application/json"
+    ):
+        raise e.UnsupportedMediaType("request bodies must be application/json")
+
+
+def cors_headers(request: web.Request, http: HttpSection) -> dict[str, str]:
+    origin = request.headers.get("Origin")
+    if origin is None or origin not in http.cors_origins:
+        return {}
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Api-Key",
+        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Vary": "Origin",
+    }
+
+
+async def read_body(request: web.Request, model: type[M], http: HttpSection) -> M:
+    try:
+        async with asyncio.timeout(http.body_timeout_seconds):
+            raw = await request.read()
+    except TimeoutError:
+        raise e.RequestTimeout("the request body did not arrive in time") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise e.PayloadTooLarge(
+            f"the request body is larger than {http.max_body_bytes} bytes"
+        ) from None
+    try:
+        data = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise e.InvalidParams("the request body is not valid JSON") from None
+    return parse_model(model, data)
+
+
+def parse_model(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise e.InvalidParams(
+            f"{where}: {first['msg']}" if where else first["msg"], param=where
+        ) from None
+
+
+def to_error_response(error: e.RkllmdError) -> web.Response:
+    return error_response(error, error.details.get("param"))

@@ -1,0 +1,70 @@
+"""The one mapping from RkllmdError to HTTP status and the OpenAI error shape."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from .. import errors as e
+
+_STATUS: dict[type[e.RkllmdError], int] = {
+    e.InvalidParams: 400,
+    e.AmbiguousModel: 400,
+    e.NoModelLoaded: 400,
+    e.AuthenticationFailed: 401,
+    e.Forbidden: 403,
+    e.ModelNotFound: 404,
+    e.RouteNotFound: 404,
+    e.RequestTimeout: 408,
+    e.ModelPinned: 409,
+    e.PayloadTooLarge: 413,
+    e.UnsupportedMediaType: 415,
+    e.NotAvailable: 501,
+    e.QueueFull: 503,
+    e.ShuttingDown: 503,
+    e.Aborted: 503,
+    e.RkllmdError: 500,
+}
+
+_TYPES = {401: "authentication_error", 403: "permission_error"}
+
+
+def http_status(error: e.RkllmdError) -> int:
+    for cls in type(error).__mro__:
+        status = _STATUS.get(cls)
+        if status is not None:
+            return status
+    return 500
+
+
+def error_body(error: e.RkllmdError, param: str | None = None) -> dict[str, Any]:
+    status = http_status(error)
+    kind = _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    body: dict[str, Any] = {
+        "message": error.message,
+        "type": kind,
+        "param": param,
+        "code": error.code,
+    }
+    extra = {k: v for k, v in error.details.items() if k not in ("code", "param")}
+    if extra:
+        body["details"] = extra
+    return {"error": body}
+
+
+def error_response(error: e.RkllmdError, param: str | None = None) -> web.Response:
+    status = http_status(error)
+    headers = {}
+    if isinstance(error, e.QueueFull):
+        headers["Retry-After"] = str(error.retry_after)
+    elif status < 500 and status != 408:
+        # openai-python retries 408/409/429/5xx unless told not to.
+        headers["x-should-retry"] = "false"
+    return web.Response(
+        status=status,
+        text=json.dumps(error_body(error, param)),
+        content_type="application/json",
+        headers=headers,
+    )

@@ -1,0 +1,58 @@
+"""Health, Prometheus metrics, and the API's own documentation."""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from aiohttp import web
+
+from .services import services
+
+UNHEALTHY = frozenset({"loading", "failed"})
+
+
+async def health(request: web.Request) -> web.Response:
+    status = services(request).manager.status()
+    body = {
+        "status": "unavailable" if status["state"] in UNHEALTHY else "ok",
+        "state": status["state"],
+        "model": status["model"],
+        "reason": status["reason"],
+        "queue": status["queue"],
+    }
+    return web.json_response(body, status=503 if status["state"] in UNHEALTHY else 200)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    payload = services(request).manager.metrics.render()
+    return web.Response(
+        body=payload, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+    )
+
+
+def docs_page(spec: dict[str, Any]) -> str:
+    """A self-contained page (no CDN: boards are often offline)."""
+    rows = []
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            schema = (
+                op.get("requestBody", {})
+                .get("content", {})
+                .get("application/json", {})
+                .get("schema")
+            )
+            body = f"<pre>{html.escape(json.dumps(schema, indent=1))}</pre>" if schema else ""
+            rows.append(
+                f"<section><h3><code>{method.upper()} {html.escape(path)}</code></h3>"
+                f"<p>{html.escape(op.get('summary', ''))}</p>{body}</section>"
+            )
+    title = html.escape(spec["info"]["title"])
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+        "<style>body{font-family:sans-serif;max-width:60em;margin:auto}pre{background:#f4f4f4;"
+        "padding:.5em;overflow:auto}</style></head>"
+        f"<body><h1>{title}</h1><p><a href='/openapi.json'>openapi.json</a></p>"
+        f"{''.join(rows)}</body></html>"
+    )

@@ -1,0 +1,49 @@
+"""Running the HTTP app: bind (or adopt an activated socket), stop, clean up."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from aiohttp import web
+
+from ..config import HttpSection, parse_listen
+
+logger = logging.getLogger(__name__)
+
+
+class HttpServer:
+    def __init__(
+        self, app: web.Application, http: HttpSection, inherited: socket.socket | None
+    ) -> None:
+        self._runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            keepalive_timeout=http.keepalive_seconds,
+            # A client that goes away cancels its handler, which aborts its generation.
+            handler_cancellation=True,
+            shutdown_timeout=2.0,
+        )
+        self._http = http
+        self._inherited = inherited
+        self._site: web.BaseSite | None = None
+
+    async def start(self) -> str:
+        await self._runner.setup()
+        if self._inherited is not None:
+            self._site = web.SockSite(self._runner, self._inherited)
+        else:
+            host, port = parse_listen(self._http.listen)
+            self._site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=256)
+        await self._site.start()
+        logger.info("HTTP API listening on %s", self._site.name)
+        return self._site.name
+
+    async def stop_accepting(self) -> None:
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    async def close(self) -> None:
+        await self._runner.cleanup()

@@ -1,0 +1,84 @@
+"""Server-sent events and NDJSON streams, plus pulling events with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from .. import errors as e
+
+T = TypeVar("T")
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+NDJSON_HEADERS = {"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class EventStream:
+    """One streamed response: SSE (``data: ...``) or NDJSON lines."""
+
+    def __init__(self, response: web.StreamResponse, *, ndjson: bool = False) -> None:
+        self._response = response
+        self._ndjson = ndjson
+
+    @classmethod
+    async def open(
+        cls, request: web.Request, *, ndjson: bool = False, headers: dict[str, str] | None = None
+    ) -> EventStream:
+        response = web.StreamResponse(
+            headers={**(NDJSON_HEADERS if ndjson else SSE_HEADERS), **(headers or {})}
+        )
+        await response.prepare(request)
+        return cls(response, ndjson=ndjson)
+
+    @property
+    def response(self) -> web.StreamResponse:
+        return self._response
+
+    async def send(self, obj: Any) -> None:
+        data = _dumps(obj)
+        await self._response.write(data + b"\n" if self._ndjson else b"data: " + data + b"\n\n")
+
+    async def done(self) -> None:
+        if not self._ndjson:
+            await self._response.write(b"data: [DONE]\n\n")
+        await self._response.write_eof()
+
+
+class Deadline:
+    """First-event and whole-request limits for pulling from a generation."""
+
+    def __init__(self, first_event: float, total: float) -> None:
+        self._started = time.monotonic()
+        self._first = first_event
+        self._total = total
+        self._seen_first = False
+
+    def remaining(self) -> float | None:
+        now = time.monotonic() - self._started
+        limits = [] if self._seen_first else [self._first - now]
+        if self._total > 0:
+            limits.append(self._total - now)
+        return min(limits) if limits else None
+
+    async def next(self, events: AsyncIterator[T]) -> T:
+        try:
+            async with asyncio.timeout(self.remaining()):
+                item = await anext(events)
+        except TimeoutError:
+            which = "the request time limit" if self._seen_first else "the first-token time limit"
+            raise e.RequestTimeout(f"generation exceeded {which}") from None
+        self._seen_first = True
+        return item
