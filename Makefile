@@ -1,0 +1,42 @@
+# Developer entry points. `make run` and `make test` work from a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+MODEL_FILE := SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL := models/$(MODEL_FILE)
+RUN_ARGS ?=
+
+.PHONY: setup models run test check lint typecheck bench clean
+
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: pyproject.toml scripts/setup-venv.sh
+	PYTHON=$(PYTHON) scripts/setup-venv.sh $(VENV)
+	touch $@
+
+models: $(MODEL)
+
+$(MODEL): | $(VENV)/.setup-done
+	$(VENV)/bin/python scripts/fetch_default_model.py models
+
+run: setup models
+	$(VENV)/bin/rkllmd --models-dir ./models --load $(basename $(MODEL_FILE)) $(RUN_ARGS)
+
+test: setup models
+	$(VENV)/bin/pytest -q
+
+check: lint typecheck
+
+lint: setup
+	$(VENV)/bin/ruff check daemon ctl tests bench scripts
+	$(VENV)/bin/ruff format --check daemon ctl
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+bench: setup models
+	$(VENV)/bin/python bench/control.py
+	$(VENV)/bin/python bench/registry.py
+	$(VENV)/bin/python bench/footprint.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
