@@ -41,6 +41,12 @@ def place_model(models_dir: Path, name: str = MODEL_FILE) -> Path:
     return target
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def short_tempdir() -> Path:
     # Unix socket paths are limited to 108 bytes; pytest's tmp_path can be longer.
     return Path(tempfile.mkdtemp(prefix="rk", dir="/tmp"))
@@ -162,8 +168,12 @@ class DaemonProcess:
         if watchdog_usec is not None:
             environment["WATCHDOG_USEC"] = str(watchdog_usec)  # no WATCHDOG_PID: pid unknown before fork
         environment.update(env or {})
+        # Every daemon gets its own port so tests never meet a developer's 8080.
+        self.http_port = free_port()
+        self.http_url = f"http://127.0.0.1:{self.http_port}"
         self.argv = [sys.executable, "-m", "rkllmd", "--models-dir", str(models_dir),
-                     "--socket", str(self.socket), "--log-level", "debug", *args]
+                     "--socket", str(self.socket), "--listen", f"127.0.0.1:{self.http_port}",
+                     "--log-level", "debug", *args]
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(self.argv, env=environment, stdout=self._log, stderr=subprocess.STDOUT)
 
