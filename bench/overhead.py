@@ -16,6 +16,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,9 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import openai  # noqa: E402
-
 from rkllmd.backends.base import ChatMessage, GenerateRequest, LoadOptions, Sampling  # noqa: E402
 from rkllmd.backends.llamacpp import LlamaCppBackend  # noqa: E402
+
 from tests.helpers import MODEL_ID, DaemonProcess, place_model, short_tempdir  # noqa: E402
 
 PROMPT = "Write a long story about a lighthouse keeper."
@@ -35,16 +36,21 @@ def in_process(runs: int, tokens: int, threads: int) -> list[tuple[float, float]
     backend = LlamaCppBackend(LoadOptions(ctx_size=4096, threads=threads))
     backend.load(REPO / "models" / f"{MODEL_ID}.gguf", LoadOptions())
     request = GenerateRequest(
-        messages=(ChatMessage("user", PROMPT),), sampling=Sampling(max_tokens=tokens, temperature=0.0)
+        messages=(ChatMessage("user", PROMPT),),
+        sampling=Sampling(max_tokens=tokens, temperature=0.0),
     )
     results = []
     for _ in range(runs + 1):
         stamps: list[float] = []
         started = time.perf_counter()
-        result = backend.generate(request, lambda _t: stamps.append(time.perf_counter()), threading.Event())
+        result = backend.generate(request, _stamper(stamps), threading.Event())
         results.append(_figures(started, stamps, result.usage.completion_tokens))
     backend.close()
     return results[1:]
+
+
+def _stamper(stamps: list[float]) -> Callable[[str], None]:
+    return lambda _text: stamps.append(time.perf_counter())
 
 
 def _figures(started: float, stamps: list[float], completion_tokens: int) -> tuple[float, float]:
@@ -58,8 +64,12 @@ def over_http(client: openai.OpenAI, tokens: int) -> tuple[float, float]:
     stamps: list[float] = []
     usage = 0
     stream = client.chat.completions.create(
-        model="smollm2", messages=[{"role": "user", "content": PROMPT}], max_tokens=tokens,
-        temperature=0, stream=True, stream_options={"include_usage": True},
+        model="smollm2",
+        messages=[{"role": "user", "content": PROMPT}],
+        max_tokens=tokens,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     for chunk in stream:
         if chunk.usage is not None:
@@ -101,8 +111,11 @@ def main() -> None:
     models = short_tempdir() / "models"
     models.mkdir()
     place_model(models)
-    daemon = DaemonProcess(models, args=["--load", "smollm2", "--log-level", "warning"],
-                           env={"RKLLMD_LLAMACPP__THREADS": str(args.threads), "RKLLMD_QUEUE__MAX_WAITING": "16"})
+    daemon = DaemonProcess(
+        models,
+        args=["--load", "smollm2", "--log-level", "warning"],
+        env={"RKLLMD_LLAMACPP__THREADS": str(args.threads), "RKLLMD_QUEUE__MAX_WAITING": "16"},
+    )
     try:
         daemon.wait_ready()
         with openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="x", max_retries=0) as client:
@@ -111,15 +124,19 @@ def main() -> None:
             queued = concurrent(client, 8, args.tokens // 2)
     finally:
         daemon.stop()
-    print(json.dumps({
-        "bench": "overhead",
-        "tokens": args.tokens,
-        "in_process": local,
-        "http_sse": remote,
-        "decode_ratio": round(remote["decode_tok_s"] / local["decode_tok_s"], 3),
-        "ttft_overhead_ms": round(remote["ttft_ms"] - local["ttft_ms"], 2),
-        "concurrent": queued,
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "overhead",
+                "tokens": args.tokens,
+                "in_process": local,
+                "http_sse": remote,
+                "decode_ratio": round(remote["decode_tok_s"] / local["decode_tok_s"], 3),
+                "ttft_overhead_ms": round(remote["ttft_ms"] - local["ttft_ms"], 2),
+                "concurrent": queued,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

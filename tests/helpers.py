@@ -52,7 +52,9 @@ def short_tempdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="rk", dir="/tmp"))
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -155,8 +157,15 @@ class NotifyListener:
 
 
 class DaemonProcess:
-    def __init__(self, models_dir: Path, *, args: list[str] = (), env: dict[str, str] | None = None,
-                 watchdog_usec: int | None = None, socket_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        models_dir: Path,
+        *,
+        args: list[str] = (),
+        env: dict[str, str] | None = None,
+        watchdog_usec: int | None = None,
+        socket_path: Path | None = None,
+    ) -> None:
         self.dir = short_tempdir()
         self.models_dir = models_dir
         self.socket = socket_path or self.dir / "c.sock"
@@ -166,22 +175,38 @@ class DaemonProcess:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("RKLLMD_")}
         environment.update({"NOTIFY_SOCKET": str(self.notify.path), "RKLLMD_CONFIG": "/dev/null"})
         if watchdog_usec is not None:
-            environment["WATCHDOG_USEC"] = str(watchdog_usec)  # no WATCHDOG_PID: pid unknown before fork
+            environment["WATCHDOG_USEC"] = str(
+                watchdog_usec
+            )  # no WATCHDOG_PID: pid unknown before fork
         environment.update(env or {})
         # Every daemon gets its own port so tests never meet a developer's 8080.
         self.http_port = free_port()
         self.http_url = f"http://127.0.0.1:{self.http_port}"
-        self.argv = [sys.executable, "-m", "rkllmd", "--models-dir", str(models_dir),
-                     "--socket", str(self.socket), "--listen", f"127.0.0.1:{self.http_port}",
-                     "--log-level", "debug", *args]
+        self.argv = [
+            sys.executable,
+            "-m",
+            "rkllmd",
+            "--models-dir",
+            str(models_dir),
+            "--socket",
+            str(self.socket),
+            "--listen",
+            f"127.0.0.1:{self.http_port}",
+            "--log-level",
+            "debug",
+            *args,
+        ]
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(self.argv, env=environment, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.argv, env=environment, stdout=self._log, stderr=subprocess.STDOUT
+        )
 
     def wait_ready(self, timeout: float = 60.0) -> DaemonProcess:
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
             return self.notify.has("READY=1")
+
         wait_for(ready, timeout, "READY=1")
         return self
 
@@ -217,7 +242,10 @@ class DaemonProcess:
 
 
 def chat_params(content: str = "Say hello", **extra: Any) -> dict[str, Any]:
-    params: dict[str, Any] = {"messages": [{"role": "user", "content": content}], "temperature": 0.0}
+    params: dict[str, Any] = {
+        "messages": [{"role": "user", "content": content}],
+        "temperature": 0.0,
+    }
     params.update(extra)
     return params
 

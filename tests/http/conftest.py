@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-
 from rkllmd.config import Config
 from rkllmd.http.app import build_app
 from rkllmd.http.services import Services
 from rkllmd.manager import ModelManager
 from rkllmd.registry import ModelRegistry
+
 from tests.helpers import MODEL_ID
 
 MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
@@ -32,7 +32,9 @@ async def make_client(aiohttp_client, smol_dir: Path) -> AsyncIterator[MakeClien
         managers.append(manager)
         if load:
             await manager.load(MODEL_ID)
-        client: TestClient[Any, Any] = await aiohttp_client(build_app(Services(manager, registry, lambda: config)))
+        client: TestClient[Any, Any] = await aiohttp_client(
+            build_app(Services(manager, registry, lambda: config))
+        )
         return client
 
     yield make
@@ -46,7 +48,12 @@ async def client(make_client: MakeClient) -> TestClient[Any, Any]:
 
 
 def chat_body(content: str = "Say hello", **extra: Any) -> dict[str, Any]:
-    return {"model": "smollm2", "messages": [{"role": "user", "content": content}], "temperature": 0, **extra}
+    return {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": content}],
+        "temperature": 0,
+        **extra,
+    }
 
 
 def sse_events(text: str) -> list[Any]:
@@ -57,6 +64,6 @@ def sse_events(text: str) -> list[Any]:
         if not block.strip():
             continue
         assert block.startswith("data: "), block
-        payload = block[len("data: "):]
+        payload = block[len("data: ") :]
         events.append(payload if payload == "[DONE]" else json.loads(payload))
     return events

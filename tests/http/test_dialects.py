@@ -12,13 +12,19 @@ async def test_rockchip_llama_dialect(client) -> None:
     available = await (await client.get("/v1/models/available")).json()
     assert available["total"] == 1 and available["loaded_model"] == MODEL_ID
     (model,) = available["models"]
-    assert model["name"] == MODEL_ID and model["loaded"] is True and model["size_mb"] == round(98362432 / 2**20, 2)
+    assert (
+        model["name"] == MODEL_ID
+        and model["loaded"] is True
+        and model["size_mb"] == round(98362432 / 2**20, 2)
+    )
 
     unloaded = await (await client.post("/v1/models/unload")).json()
     assert unloaded["success"] is True
     assert (await (await client.get("/v1/models/loaded")).json())["loaded"] is False
 
-    response = await client.post("/v1/models/load", json={"model": "smollm2", "max_context_len": 512, "num_npu_core": 3})
+    response = await client.post(
+        "/v1/models/load", json={"model": "smollm2", "max_context_len": 512, "num_npu_core": 3}
+    )
     body = await response.json()
     assert response.status == 200 and body["success"] and body["model_name"] == MODEL_ID
     assert any("num_npu_core" in note for note in body["notes"])
@@ -41,7 +47,9 @@ async def test_tabby_dialect(client) -> None:
     missing = await client.get("/v1/model")
     assert missing.status == 400 and (await missing.json())["error"]["code"] == "no_model_loaded"
 
-    response = await client.post("/v1/model/load", json={"model_name": "smollm2", "max_seq_len": 1024})
+    response = await client.post(
+        "/v1/model/load", json={"model_name": "smollm2", "max_seq_len": 1024}
+    )
     assert response.headers["Content-Type"].startswith("text/event-stream")
     events = sse_events(await response.text())
     assert events[-1] == "[DONE]"
@@ -56,10 +64,22 @@ async def test_tabby_load_unknown_model_is_plain_404(client) -> None:
 
 
 async def test_simple_chat_dialect(client) -> None:
-    body = {"messages": [{"role": "user", "content": "Say hello"}],
-            "config": {"temperature": 0, "maxTokens": 6, "topP": 0.9, "presencePenalty": 0, "frequencyPenalty": 0}}
+    body = {
+        "messages": [{"role": "user", "content": "Say hello"}],
+        "config": {
+            "temperature": 0,
+            "maxTokens": 6,
+            "topP": 0.9,
+            "presencePenalty": 0,
+            "frequencyPenalty": 0,
+        },
+    }
     whole = await (await client.post("/chat", json=body)).json()
-    assert whole["model"] == MODEL_ID and whole["predicted_tokens"] == 6 and whole["stop_reason"] == "length"
+    assert (
+        whole["model"] == MODEL_ID
+        and whole["predicted_tokens"] == 6
+        and whole["stop_reason"] == "length"
+    )
     response = await client.post("/chat/stream", json=body)
     assert response.headers["Content-Type"].startswith("application/x-ndjson")
     lines = [json.loads(line) for line in (await response.text()).splitlines()]

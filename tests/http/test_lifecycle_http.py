@@ -33,28 +33,37 @@ def test_pinned_model_is_neither_idle_unloaded_nor_swapped(start_daemon, smol_di
         assert err.value.code == "model_pinned"
         client.chat.completions.create(model="smollm2", messages=MESSAGES, max_tokens=2)
     with pytest.raises(AssertionError):
-        wait_for(lambda: daemon.call("status")["state"] == "idle", 3, "an unload that must not happen")
+        wait_for(
+            lambda: daemon.call("status")["state"] == "idle", 3, "an unload that must not happen"
+        )
     assert daemon.call("status")["model"] == MODEL_ID
     # An explicit administrative load still replaces a pinned model.
     assert daemon.call("load", model="second")["model"] == "second"
 
 
 def test_first_token_timeout_before_streaming_is_408(start_daemon, smol_dir) -> None:  # type: ignore[no-untyped-def]
-    daemon = start_daemon(smol_dir, args=["--load", "smollm2"],
-                          env={"RKLLMD_HTTP__FIRST_TOKEN_TIMEOUT_SECONDS": "0.001"})
+    daemon = start_daemon(
+        smol_dir,
+        args=["--load", "smollm2"],
+        env={"RKLLMD_HTTP__FIRST_TOKEN_TIMEOUT_SECONDS": "0.001"},
+    )
     with openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="x", max_retries=0) as client:
         with pytest.raises(openai.APIStatusError) as err:
-            client.chat.completions.create(model="smollm2", messages=MESSAGES, max_tokens=50, stream=True)
+            client.chat.completions.create(
+                model="smollm2", messages=MESSAGES, max_tokens=50, stream=True
+            )
         assert err.value.status_code == 408 and err.value.code == "request_timeout"
     wait_for(lambda: daemon.call("status")["state"] == "ready", 10, "slot freed")
 
 
 def test_request_timeout_mid_stream_ends_with_error_event(start_daemon, smol_dir) -> None:  # type: ignore[no-untyped-def]
-    daemon = start_daemon(smol_dir, args=["--load", "smollm2"],
-                          env={"RKLLMD_HTTP__REQUEST_TIMEOUT_SECONDS": "1.5"})
+    daemon = start_daemon(
+        smol_dir, args=["--load", "smollm2"], env={"RKLLMD_HTTP__REQUEST_TIMEOUT_SECONDS": "1.5"}
+    )
     with openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="x", max_retries=0) as client:
-        stream = client.chat.completions.create(model="smollm2", messages=MESSAGES, max_tokens=5000,
-                                                temperature=0, stream=True)
+        stream = client.chat.completions.create(
+            model="smollm2", messages=MESSAGES, max_tokens=5000, temperature=0, stream=True
+        )
         received = 0
         with pytest.raises(openai.APIError) as err:
             for _ in stream:

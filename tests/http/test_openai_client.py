@@ -28,25 +28,39 @@ def test_models_list(api: openai.OpenAI) -> None:
 
 
 def test_chat_create_and_stream(api: openai.OpenAI) -> None:
-    whole = api.chat.completions.create(model="smollm2", messages=MESSAGES, max_tokens=6, temperature=0, seed=1)
+    whole = api.chat.completions.create(
+        model="smollm2", messages=MESSAGES, max_tokens=6, temperature=0, seed=1
+    )
     assert whole.choices[0].finish_reason == "length"
     assert whole.usage is not None and whole.usage.completion_tokens == 6
     chunks = list(
         api.chat.completions.create(
-            model="smollm2", messages=MESSAGES, max_tokens=6, temperature=0, stream=True,
+            model="smollm2",
+            messages=MESSAGES,
+            max_tokens=6,
+            temperature=0,
+            stream=True,
             stream_options={"include_usage": True},
         )
     )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finishes == ["length"]
 
 
 def test_completions_create_and_stream(api: openai.OpenAI) -> None:
-    whole = api.completions.create(model="smollm2", prompt="Once upon a time", max_tokens=5, temperature=0)
+    whole = api.completions.create(
+        model="smollm2", prompt="Once upon a time", max_tokens=5, temperature=0
+    )
     assert whole.usage is not None and whole.usage.completion_tokens == 5
-    pieces = list(api.completions.create(model="smollm2", prompt="Once upon a time", max_tokens=5, stream=True))
+    pieces = list(
+        api.completions.create(
+            model="smollm2", prompt="Once upon a time", max_tokens=5, stream=True
+        )
+    )
     assert pieces[-1].choices[0].finish_reason == "length"
 
 
@@ -57,21 +71,31 @@ def test_embeddings_create(api: openai.OpenAI) -> None:
 
 def test_sampling_parameters_are_honoured(api: openai.OpenAI) -> None:
     story = [{"role": "user", "content": "Tell a story."}]
-    api.chat.completions.create(model="smollm2", messages=story, max_tokens=12, temperature=1.0, seed=42)
-    a = api.chat.completions.create(model="smollm2", messages=story, max_tokens=12, temperature=1.0, seed=42)
-    b = api.chat.completions.create(model="smollm2", messages=story, max_tokens=12, temperature=1.0, seed=42)
+    api.chat.completions.create(
+        model="smollm2", messages=story, max_tokens=12, temperature=1.0, seed=42
+    )
+    a = api.chat.completions.create(
+        model="smollm2", messages=story, max_tokens=12, temperature=1.0, seed=42
+    )
+    b = api.chat.completions.create(
+        model="smollm2", messages=story, max_tokens=12, temperature=1.0, seed=42
+    )
     assert a.choices[0].message.content == b.choices[0].message.content
+
     # Same prompt, same (warm) cache state each time: only the penalties differ.
     def greedy(**penalties: float) -> str:
-        reply = api.chat.completions.create(model="smollm2", messages=MESSAGES, max_tokens=20, temperature=0,
-                                            **penalties)
+        reply = api.chat.completions.create(
+            model="smollm2", messages=MESSAGES, max_tokens=20, temperature=0, **penalties
+        )
         return reply.choices[0].message.content or ""
 
     greedy()
     plain = greedy()
     assert greedy() == plain
     assert greedy(presence_penalty=2.0, frequency_penalty=2.0) != plain
-    short = api.chat.completions.create(model="smollm2", messages=story, temperature=0, max_tokens=2)
+    short = api.chat.completions.create(
+        model="smollm2", messages=story, temperature=0, max_tokens=2
+    )
     assert short.usage is not None and short.usage.completion_tokens == 2
 
 
@@ -85,10 +109,13 @@ def test_error_shapes_through_the_client(api: openai.OpenAI) -> None:
 
 
 def test_queue_full_is_503_with_retry_after(start_daemon, smol_dir) -> None:  # type: ignore[no-untyped-def]
-    daemon = start_daemon(smol_dir, args=["--load", "smollm2"], env={"RKLLMD_QUEUE__MAX_WAITING": "0"})
+    daemon = start_daemon(
+        smol_dir, args=["--load", "smollm2"], env={"RKLLMD_QUEUE__MAX_WAITING": "0"}
+    )
     with openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="x", max_retries=0) as client:
-        stream = client.chat.completions.create(model="smollm2", messages=MESSAGES, max_tokens=2000,
-                                                temperature=0, stream=True)
+        stream = client.chat.completions.create(
+            model="smollm2", messages=MESSAGES, max_tokens=2000, temperature=0, stream=True
+        )
         next(iter(stream))
         with pytest.raises(openai.APIStatusError) as err:
             client.chat.completions.create(model="smollm2", messages=MESSAGES, max_tokens=2)
@@ -99,22 +126,31 @@ def test_queue_full_is_503_with_retry_after(start_daemon, smol_dir) -> None:  # 
 
 def test_disconnect_mid_stream_aborts(daemon) -> None:  # type: ignore[no-untyped-def]
     with openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="x", max_retries=0) as client:
-        stream = client.chat.completions.create(model="smollm2", messages=MESSAGES, max_tokens=2000,
-                                                temperature=0, stream=True)
+        stream = client.chat.completions.create(
+            model="smollm2", messages=MESSAGES, max_tokens=2000, temperature=0, stream=True
+        )
         for _, _chunk in zip(range(3), stream, strict=False):
             pass
         stream.close()
-    wait_for(lambda: daemon.call("status")["counters"]["aborted"] == 1, 30, "abort after disconnect")
+    wait_for(
+        lambda: daemon.call("status")["counters"]["aborted"] == 1, 30, "abort after disconnect"
+    )
     assert daemon.call("status")["state"] == "ready"
 
 
 def test_disconnect_during_prefill_aborts(start_daemon, smol_dir) -> None:  # type: ignore[no-untyped-def]
     daemon = start_daemon(smol_dir, args=["--load", "smollm2"])
-    body = (b'{"model":"smollm2","stream":true,"max_tokens":2000,"temperature":0,'
-            b'"messages":[{"role":"user","content":"' + b"word " * 3000 + b'"}]}')
+    body = (
+        b'{"model":"smollm2","stream":true,"max_tokens":2000,"temperature":0,'
+        b'"messages":[{"role":"user","content":"' + b"word " * 3000 + b'"}]}'
+    )
     with socket.create_connection(("127.0.0.1", daemon.http_port)) as conn:
-        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        conn.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         wait_for(lambda: daemon.call("status")["state"] == "generating", 10, "prefill to start")
     wait_for(lambda: daemon.call("status")["state"] == "ready", 60, "slot freed after disconnect")
     counters = daemon.call("status")["counters"]
@@ -124,8 +160,9 @@ def test_disconnect_during_prefill_aborts(start_daemon, smol_dir) -> None:  # ty
 def test_error_after_first_byte_is_an_sse_event(daemon) -> None:  # type: ignore[no-untyped-def]
     worker = daemon.call("status")["worker_pid"]
     with openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="x", max_retries=0) as client:
-        stream = client.chat.completions.create(model="smollm2", messages=MESSAGES, max_tokens=2000,
-                                                temperature=0, stream=True)
+        stream = client.chat.completions.create(
+            model="smollm2", messages=MESSAGES, max_tokens=2000, temperature=0, stream=True
+        )
         iterator = iter(stream)
         next(iterator)
         os.kill(worker, signal.SIGKILL)
@@ -156,20 +193,26 @@ def test_load_failure_is_500_with_reason(start_daemon, smol_dir) -> None:  # typ
     (smol_dir / "broken.gguf").write_bytes(b"GGUF" + os.urandom(2000))
     os.utime(smol_dir / "broken.gguf", (1, 1))
     daemon = start_daemon(smol_dir)
-    with openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="x", max_retries=0) as client:
-        with pytest.raises(openai.InternalServerError) as err:
-            client.chat.completions.create(model="broken", messages=MESSAGES)
+    with (
+        openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="x", max_retries=0) as client,
+        pytest.raises(openai.InternalServerError) as err,
+    ):
+        client.chat.completions.create(model="broken", messages=MESSAGES)
     assert err.value.code == "load_failed" and str(smol_dir) not in str(err.value)
     health = daemon.call("status")
     assert health["state"] == "failed"
 
 
 def test_slow_body_gets_408_and_idle_keepalive_closes(start_daemon, models_dir) -> None:  # type: ignore[no-untyped-def]
-    daemon = start_daemon(models_dir, env={"RKLLMD_HTTP__BODY_TIMEOUT_SECONDS": "1",
-                                           "RKLLMD_HTTP__KEEPALIVE_SECONDS": "1"})
+    daemon = start_daemon(
+        models_dir,
+        env={"RKLLMD_HTTP__BODY_TIMEOUT_SECONDS": "1", "RKLLMD_HTTP__KEEPALIVE_SECONDS": "1"},
+    )
     with socket.create_connection(("127.0.0.1", daemon.http_port), timeout=10) as conn:
-        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        conn.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
         reply = conn.recv(4096)
         assert b" 408 " in reply.split(b"\r\n", 1)[0] and b"request_timeout" in reply
     with socket.create_connection(("127.0.0.1", daemon.http_port), timeout=10) as idle:

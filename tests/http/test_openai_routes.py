@@ -45,12 +45,16 @@ async def test_chat_sse_shape(client) -> None:
         "/v1/chat/completions",
         json=chat_body(max_tokens=8, stream=True, stream_options={"include_usage": True}),
     )
-    assert response.status == 200 and response.headers["Content-Type"].startswith("text/event-stream")
+    assert response.status == 200 and response.headers["Content-Type"].startswith(
+        "text/event-stream"
+    )
     events = sse_events(await response.text())
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
-    assert all(c["object"] == "chat.completion.chunk" and c["id"] == chunks[0]["id"] for c in chunks)
+    assert all(
+        c["object"] == "chat.completion.chunk" and c["id"] == chunks[0]["id"] for c in chunks
+    )
     finals = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
     assert len(finals) == 1 and finals[0]["choices"][0]["finish_reason"] == "length"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 8
@@ -60,22 +64,33 @@ async def test_chat_sse_shape(client) -> None:
 
 async def test_stop_sequence_and_finish_reason(client) -> None:
     await client.post("/v1/chat/completions", json=chat_body("Count to ten.", max_tokens=30))
-    free = await (await client.post("/v1/chat/completions", json=chat_body("Count to ten.", max_tokens=30))).json()
+    free = await (
+        await client.post("/v1/chat/completions", json=chat_body("Count to ten.", max_tokens=30))
+    ).json()
     text = free["choices"][0]["message"]["content"]
     stop = text[3:5]
     cut = await (
-        await client.post("/v1/chat/completions", json=chat_body("Count to ten.", max_tokens=30, stop=stop))
+        await client.post(
+            "/v1/chat/completions", json=chat_body("Count to ten.", max_tokens=30, stop=stop)
+        )
     ).json()
     assert cut["choices"][0]["finish_reason"] == "stop"
     assert cut["choices"][0]["message"]["content"] == text[: text.index(stop)]
 
 
 async def test_completions_json_and_stream(client) -> None:
-    body = {"model": "smollm2", "prompt": "The capital of France is", "max_tokens": 5, "temperature": 0}
+    body = {
+        "model": "smollm2",
+        "prompt": "The capital of France is",
+        "max_tokens": 5,
+        "temperature": 0,
+    }
     await client.post("/v1/completions", json=body)
     whole = await (await client.post("/v1/completions", json=body)).json()
     assert whole["object"] == "text_completion" and whole["usage"]["completion_tokens"] == 5
-    events = sse_events(await (await client.post("/v1/completions", json={**body, "stream": True})).text())
+    events = sse_events(
+        await (await client.post("/v1/completions", json={**body, "stream": True})).text()
+    )
     text = "".join(e["choices"][0]["text"] for e in events[:-1])
     assert text == whole["choices"][0]["text"] and events[-1] == "[DONE]"
     assert events[-2]["choices"][0]["finish_reason"] == "length"
@@ -86,7 +101,9 @@ async def test_embeddings_float_and_base64(client) -> None:
     floats = await (await client.post("/v1/embeddings", json=body)).json()
     assert [d["index"] for d in floats["data"]] == [0, 1]
     vector = floats["data"][0]["embedding"]
-    packed = await (await client.post("/v1/embeddings", json={**body, "encoding_format": "base64"})).json()
+    packed = await (
+        await client.post("/v1/embeddings", json={**body, "encoding_format": "base64"})
+    ).json()
     raw = base64.b64decode(packed["data"][0]["embedding"])
     decoded = struct.unpack(f"<{len(raw) // 4}f", raw)
     assert len(decoded) == len(vector) and abs(decoded[0] - vector[0]) < 1e-6
@@ -94,7 +111,9 @@ async def test_embeddings_float_and_base64(client) -> None:
 
 
 async def test_unknown_fields_ignored_invalid_values_rejected(client) -> None:
-    ok = await client.post("/v1/chat/completions", json=chat_body(max_tokens=2, user="me", metadata={"a": 1}))
+    ok = await client.post(
+        "/v1/chat/completions", json=chat_body(max_tokens=2, user="me", metadata={"a": 1})
+    )
     assert ok.status == 200
     for bad in (
         {"temperature": 5},
@@ -104,14 +123,21 @@ async def test_unknown_fields_ignored_invalid_values_rejected(client) -> None:
         {"presence_penalty": 3},
         {"logprobs": True},
         {"stop": ["x"] * 17},
-        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+            ]
+        },
         {"messages": []},
         {"response_format": {"type": "json_object"}},
     ):
         response = await client.post("/v1/chat/completions", json={**chat_body(), **bad})
         body = await response.json()
         assert response.status == 400, bad
-        assert body["error"]["type"] == "invalid_request_error" and body["error"]["code"] == "invalid_params"
+        assert (
+            body["error"]["type"] == "invalid_request_error"
+            and body["error"]["code"] == "invalid_params"
+        )
 
 
 async def test_not_json_body(client) -> None:

@@ -86,7 +86,9 @@ def test_client_disconnect_aborts_generation(daemon) -> None:
 
 
 def test_queue_full_when_slot_busy(start_daemon, smol_dir: Path) -> None:
-    daemon = start_daemon(smol_dir, args=["--load", "smollm2"], env={"RKLLMD_QUEUE__MAX_WAITING": "0"})
+    daemon = start_daemon(
+        smol_dir, args=["--load", "smollm2"], env={"RKLLMD_QUEUE__MAX_WAITING": "0"}
+    )
     busy = daemon.client()
     busy.start("chat", **LONG)
     _first_token(busy)
@@ -105,13 +107,17 @@ def test_requests_wait_in_fifo_order(daemon) -> None:
     ids = []
     for index, client in enumerate(waiters):
         ids.append(client.start("chat", **chat_params(f"Question {index}", max_tokens=2)))
-        wait_for(lambda i=index: daemon.call("status")["queue"]["waiting"] == i + 1, 10, "queue growth")
+        wait_for(
+            lambda i=index: daemon.call("status")["queue"]["waiting"] == i + 1, 10, "queue growth"
+        )
     for client, request in zip(waiters, ids, strict=True):
         assert client.finish(request)["usage"]["completion_tokens"] == 2
 
 
 def test_stuck_worker_is_killed(start_daemon, smol_dir: Path) -> None:
-    daemon = start_daemon(smol_dir, args=["--load", "smollm2"], env={"RKLLMD_WORKER__STUCK_SECONDS": "1"})
+    daemon = start_daemon(
+        smol_dir, args=["--load", "smollm2"], env={"RKLLMD_WORKER__STUCK_SECONDS": "1"}
+    )
     worker = daemon.call("status")["worker_pid"]
     client = daemon.client()
     request = client.start("chat", **LONG)
@@ -127,14 +133,26 @@ def test_worker_follows_a_killed_daemon(daemon) -> None:
     worker = daemon.call("status")["worker_pid"]
     daemon.proc.kill()
     daemon.proc.wait()
-    wait_for(lambda: not Path(f"/proc/{worker}").exists() or "Z" in Path(f"/proc/{worker}/stat").read_text().split()[2], 10, "worker exit")
+    wait_for(
+        lambda: (
+            not Path(f"/proc/{worker}").exists()
+            or "Z" in Path(f"/proc/{worker}/stat").read_text().split()[2]
+        ),
+        10,
+        "worker exit",
+    )
 
 
 def _run_rkllmd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RKLLMD_")}
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "rkllmd", *args], capture_output=True, text=True,
-                          timeout=60, env=environment)
+    return subprocess.run(
+        [sys.executable, "-m", "rkllmd", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+    )
 
 
 @pytest.mark.parametrize(
@@ -151,7 +169,9 @@ def test_invalid_config_exits_before_binding(models_dir: Path, toml: str, expect
     work = short_tempdir()
     config = work / "bad.toml"
     config.write_text(toml)
-    result = _run_rkllmd("--config", str(config), "--models-dir", str(models_dir), "--socket", str(work / "c.sock"))
+    result = _run_rkllmd(
+        "--config", str(config), "--models-dir", str(models_dir), "--socket", str(work / "c.sock")
+    )
     assert result.returncode == 2
     assert expected in result.stderr and "Traceback" not in result.stderr
     assert not (work / "c.sock").exists()
@@ -161,8 +181,15 @@ def test_env_and_cli_override_file(models_dir: Path) -> None:
     work = short_tempdir()
     config = work / "ok.toml"
     config.write_text("[queue]\nmax_waiting = 3\n")
-    result = _run_rkllmd("--config", str(config), "--socket", str(work / "c.sock"), "--listen", "0.0.0.0:1",
-                         env={"RKLLMD_QUEUE__MAX_WAITING": "x"})
+    result = _run_rkllmd(
+        "--config",
+        str(config),
+        "--socket",
+        str(work / "c.sock"),
+        "--listen",
+        "0.0.0.0:1",
+        env={"RKLLMD_QUEUE__MAX_WAITING": "x"},
+    )
     assert result.returncode == 2 and "queue.max_waiting" in result.stderr
 
 

@@ -100,7 +100,9 @@ def test_same_seed_same_text(daemon) -> None:
     daemon.call("chat", **params)  # from here on each call starts from the same KV cache state
     first = daemon.call("chat", **params)["message"]["content"]
     assert daemon.call("chat", **params)["message"]["content"] == first
-    others = {daemon.call("chat", **{**params, "seed": seed})["message"]["content"] for seed in (1, 2, 3)}
+    others = {
+        daemon.call("chat", **{**params, "seed": seed})["message"]["content"] for seed in (1, 2, 3)
+    }
     assert others != {first}
 
 
@@ -149,11 +151,11 @@ def test_prompt_longer_than_context_is_rejected(daemon) -> None:
     assert daemon.call("chat", **chat_params(max_tokens=2))["usage"]["completion_tokens"] == 2
 
 
-def test_pull_and_remove_not_available_yet(daemon) -> None:
-    for method, params in (("pull", {"repo": "a/b"}), ("remove", {"model": "smollm2"})):
-        with pytest.raises(RpcError) as err:
-            daemon.call(method, **params)
-        assert err.value.data["code"] == "not_available"
+def test_remove_refuses_the_loaded_model_without_force(daemon) -> None:
+    # pull and remove in depth: tests/downloads/
+    with pytest.raises(RpcError) as err:
+        daemon.call("remove", model="smollm2")
+    assert err.value.code == -32013 and err.value.data["code"] == "model_in_use"
     assert (daemon.models_dir / f"{MODEL_ID}.gguf").exists()
 
 
@@ -189,7 +191,9 @@ def test_unknown_and_ambiguous_names(daemon) -> None:
     assert set(err.value.data["candidates"]) == {MODEL_ID, "smollm2-copy"}
 
 
-@pytest.mark.parametrize("name", ["../outside", "/etc/passwd", "a/../../b", "x\x00y", "..", "line\nbreak"])
+@pytest.mark.parametrize(
+    "name", ["../outside", "/etc/passwd", "a/../../b", "x\x00y", "..", "line\nbreak"]
+)
 def test_path_like_names_are_invalid_params(daemon, name: str) -> None:
     for method in ("load", "show"):
         with pytest.raises(RpcError) as err:
@@ -227,7 +231,14 @@ def _alive(pid: int) -> bool:
 
 
 def test_embeddings_are_normalised_and_meaningful(daemon) -> None:
-    result = daemon.call("embed", input=["The cat sat on the mat.", "A cat is sitting on a mat.", "Quarterly tax filing deadlines"])
+    result = daemon.call(
+        "embed",
+        input=[
+            "The cat sat on the mat.",
+            "A cat is sitting on a mat.",
+            "Quarterly tax filing deadlines",
+        ],
+    )
     vectors = result["data"]
     assert len(vectors) == 3 and len({len(v) for v in vectors}) == 1
     for vector in vectors:

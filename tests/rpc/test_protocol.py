@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import stat
@@ -53,7 +54,11 @@ def test_invalid_requests(idle, payload) -> None:  # type: ignore[no-untyped-def
 
 def test_method_not_found(idle) -> None:
     answer = idle.client().call_raw({"jsonrpc": "2.0", "method": "nope", "id": 3})
-    assert answer == {"jsonrpc": "2.0", "error": {"code": -32601, "message": "Method not found", "data": "nope"}, "id": 3}
+    assert answer == {
+        "jsonrpc": "2.0",
+        "error": {"code": -32601, "message": "Method not found", "data": "nope"},
+        "id": 3,
+    }
 
 
 @pytest.mark.parametrize(
@@ -118,7 +123,7 @@ def test_batches_answer_per_entry(idle) -> None:
     assert len(mixed) == 3
     by_id = {a["id"]: a for a in mixed}
     assert by_id[1]["result"]["state"] == "idle"
-    assert by_id[2]["result"] == {"models": []}
+    assert by_id[2]["result"] == {"models": [], "downloads": []}
     assert by_id[None]["error"]["code"] == -32600
 
 
@@ -132,10 +137,11 @@ def test_huge_batch_is_refused_whole(idle) -> None:
 def test_oversize_line_closes_only_that_connection(idle) -> None:
     other = idle.client()
     big = idle.client()
-    try:
-        big.send_raw(b'{"jsonrpc":"2.0","method":"status","id":1,"pad":"' + b"x" * (2 * 1024 * 1024))
-    except BrokenPipeError:
-        pass  # the daemon may hang up before we finish sending; its answer is queued
+    # The daemon may hang up before we finish sending; its answer is already queued.
+    with contextlib.suppress(BrokenPipeError):
+        big.send_raw(
+            b'{"jsonrpc":"2.0","method":"status","id":1,"pad":"' + b"x" * (2 * 1024 * 1024)
+        )
     answer = big.read_message()
     assert answer["error"]["code"] == -32600 and answer["id"] is None
     with pytest.raises((ConnectionError, OSError)):
@@ -164,6 +170,8 @@ def test_pipelined_requests_on_one_connection(idle) -> None:
 
 
 def test_errors_never_leak_paths(idle) -> None:
-    answer = idle.client().call_raw({"jsonrpc": "2.0", "method": "load", "params": {"model": "absent"}, "id": 1})
+    answer = idle.client().call_raw(
+        {"jsonrpc": "2.0", "method": "load", "params": {"model": "absent"}, "id": 1}
+    )
     assert answer["error"]["data"]["code"] == "model_not_found"
     assert str(idle.models_dir) not in json.dumps(answer)
