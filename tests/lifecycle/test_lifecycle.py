@@ -262,3 +262,12 @@ def test_file_being_copied_never_appears(start_daemon, models_dir: Path) -> None
             assert daemon.call("list")["models"] == []
             time.sleep(0.1)
     wait_for(lambda: daemon.call("list")["models"], 3, "growing.gguf once complete")
+
+
+def test_hangup_aborts_a_non_streaming_chat(daemon) -> None:
+    client = daemon.client()
+    client.start("chat", **chat_params(max_tokens=2000))
+    wait_for(lambda: daemon.call("status")["state"] == "generating", 10, "generation start")
+    client.close()  # a full close, as Ctrl-C on `rkllmctl --json run` does
+    wait_for(lambda: daemon.call("status")["counters"]["aborted"] == 1, 15, "abort after hang-up")
+    assert daemon.call("status")["counters"]["completed"] == 0

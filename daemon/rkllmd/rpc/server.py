@@ -14,6 +14,7 @@ import grp
 import json
 import logging
 import os
+import select
 import socket
 import stat
 import struct
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 1024 * 1024
 MAX_INFLIGHT_PER_CONNECTION = 8
+HANGUP_POLL_SECONDS = 0.25
 
 
 def peer_of(sock: socket.socket) -> Peer:
@@ -169,11 +171,22 @@ class ControlServer:
                 calls.add(call)
                 self._calls.add(call)
                 call.add_done_callback(self._finished(calls, slots))
-            # EOF: the client may have only half-closed; let its calls answer.
-            await asyncio.gather(*calls, return_exceptions=True)
+            # EOF: a half-closed client still reads its answers; one that hung up
+            # entirely cannot, and its calls (and generations) are cancelled.
+            await self._until_done_or_hangup(calls, writer.get_extra_info("socket"))
         finally:
             for call in calls:
                 call.cancel()
+
+    @staticmethod
+    async def _until_done_or_hangup(calls: set[asyncio.Task[None]], sock: socket.socket) -> None:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLHUP)
+        while calls:
+            if any(event & select.POLLHUP for _, event in poller.poll(0)):
+                logger.debug("control client hung up with %d calls pending", len(calls))
+                return  # the caller's finally cancels what is left
+            await asyncio.wait(calls, timeout=HANGUP_POLL_SECONDS)
 
     def _finished(
         self, calls: set[asyncio.Task[None]], slots: asyncio.Semaphore
