@@ -40,3 +40,8 @@ bench: setup models
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+.PHONY: test-package
+# Build the .deb and test it in a booted Debian 12 container (needs root; see tests/packaging/run.sh).
+test-package: models
+	tests/packaging/run.sh
