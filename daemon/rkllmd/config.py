@@ -63,6 +63,12 @@ class LlamaCppSection(_Section):
 
 class RkllmSection(_Section):
     library: Path | None = None
+    # Runtime version when it cannot be read from the library ("1.3.0", "1.2.3").
+    version: str | None = Field(None, pattern=r"^v?\d+\.\d+\.\d+\S*$")
+    # max_context_len; clamped to the model's own limit when it is higher.
+    ctx_size: int = Field(4096, ge=32, le=131_072)
+    threads: int = Field(4, ge=1, le=8)  # enabled_cpus_num (the big cores)
+    chat_template: str | None = None  # a family name (chatml, qwen3, ...) or Jinja
 
 
 class HttpSection(_Section):
@@ -242,6 +248,13 @@ def load_config(
         raise ConfigError(_describe(exc)) from None
     _check_http_exposure(config)
     return config
+
+
+def with_listen(config: Config, listen: str) -> Config:
+    """The config as if ``http.listen`` were ``listen`` (an activated socket's real address)."""
+    updated = config.model_copy(update={"http": config.http.model_copy(update={"listen": listen})})
+    _check_http_exposure(updated)
+    return updated
 
 
 def _check_http_exposure(config: Config) -> None:

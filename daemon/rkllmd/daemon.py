@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .activation import inherited_sockets
-from .config import Config, load_config
+from .config import Config, load_config, with_listen
+from .downloads import ModelStore
 from .errors import RkllmdError
 from .http.app import build_app
 from .http.server import HttpServer
@@ -43,6 +44,7 @@ class Daemon:
         self._notifier = Notifier()
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
+        self._listen_override: str | None = None
 
     async def run(self) -> int:
         cfg = self.config
@@ -53,8 +55,10 @@ class Daemon:
         )
         await registry.scan()
         manager = ModelManager(cfg, registry)
+        store = ModelStore(cfg.models_dir, registry, manager, lambda: self.config.hub)
+        await store.start()  # removes orphaned download staging
         methods = build_methods(
-            manager, registry, lambda: self.config.generation.default_max_tokens
+            manager, registry, lambda: self.config.generation.default_max_tokens, store
         )
         control = ControlServer(
             cfg.control_socket(), Dispatcher(methods, max_batch=MAX_BATCH), group=cfg.socket_group
@@ -82,6 +86,7 @@ class Daemon:
         await control.stop_accepting()
         if http is not None:
             await http.stop_accepting()
+        await store.close(self.config.drain_seconds)  # cancels pulls; parts stay resumable
         await manager.shutdown(self.config.drain_seconds)
         await control.close()
         if http is not None:
@@ -95,6 +100,11 @@ class Daemon:
     ) -> HttpServer | None:
         if not self.config.http.enabled and inherited is None:
             return None
+        if inherited is not None:
+            # The safety rules (loopback-only without a key, Host checks) must see
+            # the address systemd actually bound, not the config's listen value.
+            self._listen_override = _address_of(inherited)
+            self.config = with_listen(self.config, self._listen_override)
         app = build_app(Services(manager, registry, lambda: self.config))
         server = HttpServer(app, self.config.http, inherited)
         await server.start()
@@ -120,6 +130,8 @@ class Daemon:
         self._notifier.reloading()
         try:
             config = await asyncio.to_thread(load_config, self._cli)
+            if self._listen_override:
+                config = with_listen(config, self._listen_override)
         except RkllmdError as exc:
             logger.error("reload failed, keeping the running configuration: %s", exc.message)
             await registry.scan()
@@ -163,3 +175,8 @@ class Daemon:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _address_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -199,3 +199,19 @@ def test_daemon_serves_http_on_inherited_tcp_socket(workdir: Path) -> None:
         assert daemon.stop() == 0
         control.close()
         http.close()
+
+
+def test_inherited_public_http_socket_needs_an_api_key(workdir: Path) -> None:
+    """The loopback-only rule applies to the address systemd bound, not to http.listen."""
+    (workdir / "models").mkdir()
+    control = _listening_unix(workdir / "control.sock")
+    public = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    public.bind(("0.0.0.0", 0))  # noqa: S104 - the point of the test
+    public.listen(4)
+    daemon = ActivatedDaemon(workdir, [control, public], names="control:http", args=[])
+    try:
+        assert daemon.proc.wait(60) == 2
+        assert "non-loopback" in daemon.log() and "api_key" in daemon.log()
+    finally:
+        control.close()
+        public.close()
