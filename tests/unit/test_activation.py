@@ -206,7 +206,7 @@ def test_inherited_public_http_socket_needs_an_api_key(workdir: Path) -> None:
     (workdir / "models").mkdir()
     control = _listening_unix(workdir / "control.sock")
     public = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    public.bind(("0.0.0.0", 0))  # noqa: S104 - the point of the test
+    public.bind(("0.0.0.0", 0))  # a public address is the point of the test
     public.listen(4)
     daemon = ActivatedDaemon(workdir, [control, public], names="control:http", args=[])
     try:
