@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+from .boardcheck import Check, board_checks
 from .client import ClientError, RpcFailure
 from .context import Context, ExitCode
 from .paths import choose_socket
 
-LIBRARY_NAME = "librkllmrt.so"
-LIBRARY_DIRS = ("/usr/lib", "/usr/lib/aarch64-linux-gnu", "/usr/local/lib", "/lib")
 DEVICE_TREE = "/proc/device-tree/compatible"
 SUPPORTED_SOCS = ("rockchip,rk3588", "rockchip,rk3576")
 DOCTOR_TIMEOUT_S = 3.0
-
-
-class Check(NamedTuple):
-    name: str
-    status: str  # "ok" | "warn" | "fail" | "info"
-    detail: str
 
 
 def check_python() -> Check:
@@ -49,7 +41,22 @@ def check_daemon(ctx: Context) -> Check:
     detail = f"reachable, state {info.get('state')}, model {info.get('model') or '-'}"
     if info.get("version"):
         detail += f", version {info['version']}"
+    runtime = info.get("runtime")
+    if isinstance(runtime, dict) and runtime.get("version"):
+        detail += f", RKLLM runtime {runtime['version']} (driver {runtime.get('driver_version')})"
+    if info.get("state") == "failed" and info.get("reason"):
+        return Check("daemon", "warn", f"{detail}: {info['reason']}", "rkllmctl load MODEL")
     return Check("daemon", "ok", detail)
+
+
+def daemon_models(ctx: Context) -> list[dict[str, Any]]:
+    """The daemon's model list for the memory check ([] when it does not answer)."""
+    try:
+        listing = ctx._replace(timeout=DOCTOR_TIMEOUT_S).call("list")
+    except (ClientError, RpcFailure):
+        return []
+    models = listing.get("models") if isinstance(listing, dict) else None
+    return [m for m in models or [] if isinstance(m, dict)]
 
 
 def check_render_nodes(dev_dri: str = "/dev/dri") -> Check:
@@ -63,41 +70,34 @@ def check_device_tree(path: str = DEVICE_TREE) -> Check:
     try:
         raw = Path(path).read_bytes()
     except OSError:
-        return Check("board", "warn", f"{path} not present (not a device-tree system)")
+        return Check(
+            "board",
+            "warn",
+            f"{path} not present (not a device-tree system)",
+            ".rkllm models need an RK3588/RK3576 NPU; .gguf models run on the CPU anywhere",
+        )
     entries = [e.decode("ascii", "replace") for e in raw.split(b"\0") if e]
     text = ", ".join(entries) or "(empty)"
     if any(entry.startswith(SUPPORTED_SOCS) for entry in entries):
         return Check("board", "ok", text)
-    return Check("board", "warn", f"{text} (not an RK3588/RK3576)")
-
-
-def find_rkllm_library(env: Mapping[str, str]) -> str | None:
-    """Path (or soname from the loader cache) of librkllmrt, if the loader would find it."""
-    search = [d for d in env.get("LD_LIBRARY_PATH", "").split(":") if d]
-    for directory in [*search, *LIBRARY_DIRS]:
-        candidate = Path(directory) / LIBRARY_NAME
-        if candidate.is_file():
-            return str(candidate)
-    import ctypes.util  # only here: it is slow to import and may run ldconfig
-
-    return ctypes.util.find_library("rkllmrt")
-
-
-def check_library(env: Mapping[str, str]) -> Check:
-    found = find_rkllm_library(env)
-    if found:
-        return Check("librkllmrt", "ok", found)
-    return Check("librkllmrt", "warn", "not found (needed only for .rkllm models)")
+    return Check(
+        "board",
+        "warn",
+        f"{text} (not an RK3588/RK3576)",
+        ".rkllm models need an RK3588/RK3576 NPU; .gguf models run on the CPU anywhere",
+    )
 
 
 def run_checks(ctx: Context, flag: str | None) -> list[Check]:
+    daemon = check_daemon(ctx)
+    models = daemon_models(ctx) if daemon.status != "fail" else []
     return [
         check_python(),
         check_socket(ctx, flag),
-        check_daemon(ctx),
+        daemon,
         check_render_nodes(),
         check_device_tree(),
-        check_library(ctx.env),
+        *board_checks(ctx.env, models),
     ]
 
 
@@ -111,4 +111,6 @@ def cmd_doctor(ctx: Context, args: argparse.Namespace) -> int:
         width = max(len(check.name) for check in checks)
         for check in checks:
             ctx.out(f"{check.status:<4}  {check.name:<{width}}  {check.detail}")
+            if check.fix and check.status in ("warn", "fail"):
+                ctx.out(f"{'':<4}  {'':<{width}}  -> {check.fix}")
     return ExitCode.DAEMON_ERROR if failed else ExitCode.OK

@@ -82,9 +82,7 @@ def _partial_tag_suffix(text: str, tags: tuple[str, ...]) -> int:
 
 
 class OutputParser:
-    def __init__(
-        self, *, reasoning: bool, tools: bool, starts_in_reasoning: bool = False
-    ) -> None:
+    def __init__(self, *, reasoning: bool, tools: bool, starts_in_reasoning: bool = False) -> None:
         self._reasoning = reasoning
         self._tools = tools
         self._mode: Mode = "reasoning" if reasoning and starts_in_reasoning else "content"

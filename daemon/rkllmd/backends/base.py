@@ -23,6 +23,12 @@ class LoadOptions:
     threads: int | None = None
     batch_size: int | None = None
     chat_template: str | None = None
+    # RKLLM: NPU cores are fixed when a model is converted; a request for them is
+    # reported in the model's props, not applied.
+    npu_cores: int | None = None
+    # RKLLM runtime selection (config [rkllm]); only ever set in the defaults.
+    library: str | None = None
+    runtime_version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -50,6 +56,28 @@ class Sampling:
 class ChatMessage:
     role: str
     content: str
+    # OpenAI ``tool_calls`` of an assistant turn ({"id", "type", "function": {"name",
+    # "arguments"}}) and the ``tool_call_id`` a tool result answers.
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    tool_call_id: str | None = None
+
+    def to_template(self) -> dict[str, Any]:
+        """The message as chat templates expect it."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = list(self.tool_calls)
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChatMessage:
+        return cls(
+            role=data["role"],
+            content=data.get("content") or "",
+            tool_calls=tuple(data.get("tool_calls") or ()),
+            tool_call_id=data.get("tool_call_id"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +104,7 @@ class GenerateRequest:
         sampling = dict(data.get("sampling") or {})
         sampling["stop"] = tuple(sampling.get("stop") or ())
         return cls(
-            messages=tuple(ChatMessage(**m) for m in data.get("messages") or ()),
+            messages=tuple(ChatMessage.from_dict(m) for m in data.get("messages") or ()),
             prompt=data.get("prompt"),
             sampling=Sampling(**sampling),
             tools=tuple(data.get("tools") or ()),
@@ -107,6 +135,9 @@ class Usage:
 class GenerateResult:
     finish_reason: FinishReason
     usage: Usage
+    # Runtime-measured figures when the backend has them (RKLLM: prefill/generate
+    # time and tokens, peak memory).
+    perf: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,10 @@ def make_backend(fmt: str, defaults: LoadOptions) -> Backend:
         from ..backends.llamacpp import LlamaCppBackend
 
         return LlamaCppBackend(defaults)
+    if fmt == "rkllm":
+        from ..backends.rkllm import RkllmBackend
+
+        return RkllmBackend(defaults)
     raise NotAvailable(f"no backend for the {fmt!r} format in this build")
 
 
@@ -112,7 +116,14 @@ class Host:
         assert self._backend is not None
         send = self._events.send
         result = self._backend.generate(request, lambda t: send(p.TOKEN, id=job_id, text=t), cancel)
-        send(p.DONE, id=job_id, finish_reason=result.finish_reason, usage=result.usage.to_dict())
+        extra = {"perf": result.perf} if result.perf is not None else {}
+        send(
+            p.DONE,
+            id=job_id,
+            finish_reason=result.finish_reason,
+            usage=result.usage.to_dict(),
+            **extra,
+        )
 
     def _embed(self, job_id: int, texts: list[str]) -> None:
         assert self._backend is not None

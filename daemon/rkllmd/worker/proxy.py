@@ -36,6 +36,7 @@ class TokenEvent:
 class DoneEvent:
     finish_reason: str
     usage: dict[str, int]
+    perf: dict[str, float] | None = None  # runtime figures (RKLLM), when there are any
 
 
 _CRASHED = object()
@@ -185,7 +186,7 @@ class WorkerProcess:
         if kind == p.TOKEN:
             return TokenEvent(message["text"])
         if kind == p.DONE:
-            return DoneEvent(message["finish_reason"], message["usage"])
+            return DoneEvent(message["finish_reason"], message["usage"], message.get("perf"))
         raise error_from_code(message["code"], message["message"], **(message.get("details") or {}))
 
     async def _abort(self, job_id: int, queue: asyncio.Queue[Any], grace: float) -> None:

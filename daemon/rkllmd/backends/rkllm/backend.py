@@ -1,0 +1,154 @@
+"""The RKLLM (NPU) backend for .rkllm models. Worker process only."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ...errors import ContextLengthExceeded, GenerationFailed
+from ..base import EmbedResult, EmitText, GenerateRequest, GenerateResult, LoadOptions, Usage
+from . import abi as c
+from .kvcache import KvTracker
+from .loader import LoadedModel, load_model
+from .sinks import Coalescer, HiddenSink, TextSink
+
+logger = logging.getLogger(__name__)
+
+CANCEL_POLL_S = 0.02
+
+
+@contextlib.contextmanager
+def abort_watch(
+    model: LoadedModel, cancel: threading.Event, stop_now: threading.Event
+) -> Iterator[None]:
+    """Call rkllm_abort from another thread once ``stop_now`` is set (at once: a stop
+    string or the token budget) or ``cancel`` is (within CANCEL_POLL_S: the client
+    went away)."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while True:
+            fired = stop_now.wait(CANCEL_POLL_S)
+            if done.is_set():
+                return
+            if fired or cancel.is_set():
+                model.native.abort()
+                return
+
+    thread = threading.Thread(target=watch, name="rkllm-abort", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        stop_now.set()  # wakes the watcher; the run is over, so nothing reads it
+        thread.join()
+
+
+class RkllmBackend:
+    def __init__(self, defaults: LoadOptions) -> None:
+        self._defaults = defaults
+        self._model: LoadedModel | None = None
+        self._kv = KvTracker()
+
+    def load(self, path: Path, options: LoadOptions) -> dict[str, Any]:
+        self._model = load_model(path, options, self._defaults)
+        return self._model.props
+
+    # --- generate ----------------------------------------------------------------------
+
+    def generate(
+        self, request: GenerateRequest, emit: EmitText, cancel: threading.Event
+    ) -> GenerateResult:
+        model = self._require()
+        prompt = self._prompt(model, request)
+        plan = self._kv.plan(prompt, model.n_ctx)
+        if plan.clear:
+            self._kv.invalidate()
+            model.native.clear_kv_cache()
+        kv_before = (model.native.kv_cache_size() or 0) if not plan.clear else 0
+        budget = max(1, min(request.sampling.max_tokens, model.n_ctx))
+        stop_now = threading.Event()
+        out = Coalescer(emit)
+        sink = TextSink(out.put, request.sampling.stop, budget, stop_now)
+        rk_input = model.make_input(plan.send, request.enable_thinking)
+        infer = model.make_infer(c.INFER_GENERATE, request.sampling, budget)
+        try:
+            with abort_watch(model, cancel, stop_now):
+                rc = model.native.run(rk_input, infer, sink)
+            sink.flush()
+        finally:
+            out.close()
+        fits = kv_before + self._kv.estimate_tokens(plan.send) < model.n_ctx
+        reason = self._finish_reason(sink, rc, cancel, fits, budget)
+        prefill = int(sink.perf["prefill_tokens"]) if sink.perf else 0
+        if (reason == "stop" and not sink.stopped) or (reason == "length" and not sink.budget_hit):
+            kv_after = model.native.kv_cache_size()
+            self._kv.record(plan, prompt, sink.pieces, kv_before, kv_after, prefill)
+        else:
+            self._kv.invalidate()
+        usage = Usage(
+            prompt_tokens=kv_before + prefill,
+            completion_tokens=int(sink.perf["generate_tokens"]) if sink.perf else sink.tokens,
+            cached_tokens=kv_before,
+        )
+        return GenerateResult(reason, usage, perf=sink.perf)
+
+    def _prompt(self, model: LoadedModel, request: GenerateRequest) -> bytes:
+        if request.prompt is not None:
+            return request.prompt.encode()
+        text = model.chat_format.render(request.messages, request.tools, request.enable_thinking)
+        return text.encode()
+
+    def _finish_reason(
+        self, sink: TextSink, rc: int, cancel: threading.Event, fits: bool, budget: int
+    ) -> Any:
+        if cancel.is_set():
+            return "abort"
+        if sink.failed or (rc != 0 and not sink.stopped and not sink.budget_hit):
+            self._kv.invalidate()
+            if not sink.pieces and not fits:
+                raise ContextLengthExceeded(
+                    "the NPU runtime rejected the prompt: it does not fit the context",
+                )
+            raise GenerationFailed(f"the NPU runtime reported an error during generation ({rc})")
+        if sink.stopped:
+            return "stop"
+        if sink.budget_hit or sink.tokens >= budget:
+            return "length"
+        return "stop"
+
+    # --- embed -------------------------------------------------------------------------
+
+    def embed(self, texts: list[str]) -> EmbedResult:
+        model = self._require()
+        self._kv.invalidate()
+        vectors: list[list[float]] = []
+        tokens = 0
+        for text in texts:
+            model.native.clear_kv_cache()
+            sink = HiddenSink()
+            rk_input = model.make_input(text.encode(), None)
+            infer = model.make_infer(c.INFER_GET_LAST_HIDDEN_LAYER, None, 1, keep_history=0)
+            rc = model.native.run(rk_input, infer, sink)
+            if rc != 0 or sink.failed or sink.vector is None:
+                raise GenerationFailed("the NPU runtime returned no hidden states for an input")
+            vectors.append(sink.vector)
+            tokens += sink.tokens
+        return EmbedResult(vectors=vectors, prompt_tokens=tokens)
+
+    # --- misc --------------------------------------------------------------------------
+
+    def _require(self) -> LoadedModel:
+        if self._model is None:
+            raise GenerationFailed("no model is loaded in this worker")
+        return self._model
+
+    def close(self) -> None:
+        if self._model is not None:
+            self._model.native.destroy()
+            self._model = None
