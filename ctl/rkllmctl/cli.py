@@ -14,9 +14,7 @@ from .client import ClientError, DaemonUnreachable
 from .commands import (
     cmd_load,
     cmd_ls,
-    cmd_pull,
     cmd_rescan,
-    cmd_rm,
     cmd_show,
     cmd_status,
     cmd_unload,
@@ -24,6 +22,7 @@ from .commands import (
 from .context import PROG, Context, ExitCode, UsageError, report_error
 from .doctor import cmd_doctor
 from .paths import resolve_socket_path
+from .pulling import cmd_pull, cmd_rm
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -122,14 +121,17 @@ def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     load.add_argument("--chat-template", metavar="FILE", help="Jinja chat template file")
     _command(sub, "unload", cmd_unload, "unload the resident model")
     _command(sub, "rescan", cmd_rescan, "rescan the models directory")
-    pull = _command(sub, "pull", cmd_pull, "download a model", long_call=True)
-    pull.add_argument("repo", metavar="REPO")
-    pull.add_argument("file", metavar="FILE", nargs="?")
+    pull = _command(sub, "pull", cmd_pull, "download a model from the Hub", long_call=True)
+    pull.add_argument("repo", metavar="REPO", help="owner/name")
+    pull.add_argument("file", metavar="FILE", nargs="?", help="the model file, if several")
     pull.add_argument("--include", action="append", metavar="GLOB", help="repeatable")
-    pull.add_argument("--revision", metavar="REV")
-    rm = _command(sub, "rm", cmd_rm, "remove a model file", aliases=["remove"])
-    rm.add_argument("model", metavar="MODEL")
-    rm.add_argument("--force", action="store_true")
+    pull.add_argument("--exclude", action="append", metavar="GLOB", help="repeatable")
+    pull.add_argument("--revision", metavar="REV", help="branch, tag or commit")
+    rm = _command(sub, "rm", cmd_rm, "remove a model and its files", aliases=["remove"])
+    rm.add_argument("model", metavar="MODEL", nargs="?")
+    rm.add_argument("--force", action="store_true", help="unload it first if it is loaded")
+    rm.add_argument("--all", action="store_true", help="remove every model")
+    rm.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,13 +47,19 @@ def status_pairs(status: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
-    models = _as_dict(ctx.call("list")).get("models") or []
+    listing = _as_dict(ctx.call("list"))
+    models = listing.get("models") or []
     if ctx.json:
         ctx.emit_json(models)
-    elif not models:
+        return ExitCode.OK
+    if not models:
         ctx.out("no models in the models directory")
     else:
         ctx.lines(models_table([_as_dict(m) for m in models]))
+    for pull in listing.get("downloads") or []:  # running or interrupted pulls
+        pull = _as_dict(pull)
+        done = f"{format_size(pull.get('bytes'))} of {format_size(pull.get('total'))}"
+        ctx.err(f"pull of {pull.get('repo')}: {pull.get('state') or pull.get('stage')}, {done}")
     return ExitCode.OK
 
 
@@ -154,37 +160,6 @@ def cmd_rescan(ctx: Context, args: argparse.Namespace) -> int:
         count = _as_dict(result).get("models")
         ctx.out(f"rescanned: {format_value(count)} models")
     return ExitCode.OK
-
-
-def cmd_pull(ctx: Context, args: argparse.Namespace) -> int:
-    params: dict[str, Any] = {"repo": args.repo}
-    if args.file is not None:
-        params["file"] = args.file
-    if args.include:
-        params["include"] = list(args.include)
-    if args.revision is not None:
-        params["revision"] = args.revision
-    result = _call_with_progress(ctx, "pull", params)
-    _print_outcome(ctx, "pulled", result)
-    return ExitCode.OK
-
-
-def cmd_rm(ctx: Context, args: argparse.Namespace) -> int:
-    params: dict[str, Any] = {"model": args.model}
-    if args.force:
-        params["force"] = True
-    result = ctx.call("remove", params)
-    _print_outcome(ctx, "removed", result)
-    return ExitCode.OK
-
-
-def _print_outcome(ctx: Context, verb: str, result: Any) -> None:
-    if ctx.json:
-        ctx.emit_json(result)
-        return
-    data = _as_dict(result)
-    ident = data.get("id") or data.get("model")
-    ctx.out(f"{verb} {ident}" if ident else verb)
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

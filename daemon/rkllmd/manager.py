@@ -120,7 +120,13 @@ class ModelManager:
             "uptime_s": round(time.monotonic() - self._started, 3),
             "counters": dict(self.counters),
             "version": __version__,
+            # Native runtime facts of the resident model (RKLLM: library, version, driver).
+            "runtime": self.props().get("runtime"),
         }
+
+    def props(self) -> dict[str, Any]:
+        """Properties the backend reported for the resident model ({} when none)."""
+        return dict(self._resident.props) if self._resident else {}
 
     def list_models(self) -> list[dict[str, Any]]:
         # Rendered once per (published model set, resident model): with 1,000 models,
@@ -239,7 +245,7 @@ class ModelManager:
                 entry.path,
                 entry.format,
                 options,
-                self._defaults(),
+                self._defaults(entry.format),
                 self._config.worker.load_timeout_seconds,
             )
         except BaseException as exc:
@@ -265,7 +271,16 @@ class ModelManager:
         except RkllmdError:
             return False
 
-    def _defaults(self) -> LoadOptions:
+    def _defaults(self, fmt: str = "gguf") -> LoadOptions:
+        if fmt == "rkllm":
+            npu = self._config.rkllm
+            return LoadOptions(
+                ctx_size=npu.ctx_size,
+                threads=npu.threads,
+                chat_template=npu.chat_template,
+                library=str(npu.library) if npu.library else None,
+                runtime_version=npu.version,
+            )
         cpu = self._config.llamacpp
         return LoadOptions(ctx_size=cpu.ctx_size, threads=cpu.threads, batch_size=cpu.batch_size)
 

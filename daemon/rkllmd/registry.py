@@ -25,6 +25,8 @@ from typing import Any, Literal
 import watchfiles
 
 from rkllmd.errors import AmbiguousModel, InvalidModelName, ModelNotFound
+from rkllmd.metadata import NO_META, ModelMeta
+from rkllmd.metadata import collect as collect_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class ModelEntry:
     format: Literal["gguf", "rkllm"]
     size_bytes: int
     mtime: float
+    meta: ModelMeta = NO_META  # see metadata.py: sidecar, Hub files, pull manifest
 
     def to_dict(self) -> dict[str, Any]:
         modified = datetime.fromtimestamp(self.mtime, UTC).isoformat(timespec="seconds")
@@ -63,6 +66,7 @@ class ModelEntry:
             "format": self.format,
             "size_bytes": self.size_bytes,
             "modified": modified.replace("+00:00", "Z"),
+            **self.meta.to_dict(),
         }
 
 
@@ -88,6 +92,7 @@ class _Walk:
     files: list[_Seen] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)  # symlinks leading outside
     unnamable: list[str] = field(default_factory=list)
+    meta: dict[str, ModelMeta] = field(default_factory=dict)
 
 
 def _is_nameable(relpath: str) -> bool:
@@ -108,6 +113,9 @@ def _walk(models_dir: Path) -> _Walk:
         stack: list[tuple[str, str, int]] = [("", root, 0)]
         while stack:
             _scan_dir(*stack.pop(), root=root, walk=walk, stack=stack)
+        # Files a pull is still publishing (or under an unreadable manifest) stay hidden.
+        hidden, walk.meta = collect_metadata(Path(root), [f.relpath for f in walk.files])
+        walk.files = [f for f in walk.files if f.relpath not in hidden]
     walk.finished = time.monotonic()
     return walk
 
@@ -164,7 +172,10 @@ def _strip_ext(name: str) -> str:
     return name.rsplit(".", 1)[0]
 
 
-def _build_entries(files: Iterable[_Seen]) -> tuple[ModelEntry, ...]:
+def _build_entries(
+    files: Iterable[_Seen], metas: dict[str, ModelMeta] | None = None
+) -> tuple[ModelEntry, ...]:
+    metas = metas or {}
     files = list(files)
     stems = Counter(_strip_ext(f.relpath.rsplit("/", 1)[-1]) for f in files)
     ids = {}
@@ -181,6 +192,7 @@ def _build_entries(files: Iterable[_Seen]) -> tuple[ModelEntry, ...]:
             format="gguf" if f.relpath.lower().endswith(".gguf") else "rkllm",
             size_bytes=f.size,
             mtime=f.mtime,
+            meta=metas.get(f.relpath, NO_META),
         )
         for f in files
     ]
@@ -196,7 +208,10 @@ class _Snapshot:
         self.by_path: dict[str, ModelEntry] = {}  # relpath with and without extension
         self.by_file: dict[str, list[ModelEntry]] = {}  # file name, with and without extension
         self.by_fold: dict[str, list[ModelEntry]] = {}  # casefolded id
+        self.by_alias: dict[str, list[ModelEntry]] = {}  # casefolded alias from metadata
         for e in entries:
+            for alias in e.meta.aliases:
+                self.by_alias.setdefault(alias.casefold(), []).append(e)
             name = e.relpath.rsplit("/", 1)[-1]
             self.by_file.setdefault(name, []).append(e)
             self.by_file.setdefault(_strip_ext(name), []).append(e)
@@ -251,6 +266,8 @@ def _validate(name: str) -> None:
         problem = "must not be an absolute path"
     elif ".." in re.split(r"[/\\]", name):
         problem = "must not contain '..'"
+    elif "." in re.split(r"[/\\]", name):
+        problem = "must not contain '.' path components"
     elif "\\" in name:
         problem = "must not contain backslashes"
     if problem:
@@ -312,6 +329,7 @@ class ModelRegistry:
         self._recheck: asyncio.TimerHandle | None = None
         self._recheck_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._complete: set[str] = set()  # relpaths known whole: no settle wait
 
     @property
     def models_dir(self) -> Path:
@@ -332,8 +350,22 @@ class ModelRegistry:
         found = snap.by_id.get(name) or snap.by_path.get(name)
         if found is not None:
             return found
-        matches = snap.by_file.get(name) or snap.by_fold.get(folded) or snap.prefixed(folded)
+        matches = (
+            snap.by_file.get(name)
+            or snap.by_alias.get(folded)
+            or snap.by_fold.get(folded)
+            or snap.prefixed(folded)
+        )
         return _pick(name, matches, snap)
+
+    async def scan_complete(self, relpaths: Iterable[str]) -> None:
+        """Scan now; these files were moved in whole (a pull), so skip their settle wait."""
+        added = set(relpaths) - self._complete
+        self._complete |= added
+        try:
+            await self.scan()
+        finally:
+            self._complete -= added
 
     async def scan(self) -> None:
         wanted = self._scans_started + 1  # a scan starting after now sees every change so far
@@ -397,7 +429,7 @@ class ModelRegistry:
         self._warn_new(walk.rejected, walk.unnamable)
         self._rejected = _rejected_keys(walk.rejected)
         settled, due = self._settle_files(walk)
-        self._publish(_build_entries(settled))
+        self._publish(_build_entries(settled, walk.meta))
         if due is not None:
             self._schedule_recheck(due)
 
@@ -411,6 +443,8 @@ class ModelRegistry:
             sig = (seen.realpath, seen.size, seen.mtime_ns)
             prev = self._observed.get(seen.relpath)
             since = prev[1] if prev is not None and prev[0] == sig else walk.finished
+            if seen.relpath in self._complete:  # known whole: count it as settled already
+                since = min(since, walk.started - self._settle)
             observed[seen.relpath] = (sig, since)
             stable = walk.started - since >= self._settle
             old = walk.wall - seen.mtime >= self._settle + _MTIME_SLACK

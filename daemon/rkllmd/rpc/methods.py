@@ -17,7 +17,10 @@ from jsonrpcserver import Error, Result, Success
 from pydantic import ValidationError
 
 from ..backends.base import ChatMessage, GenerateRequest, LoadOptions, Sampling
+from ..chatparse import Delta, OutputParser, ToolCall
+from ..downloads import ModelStore, PullRequest
 from ..errors import NotAvailable, RkllmdError
+from ..jobs import TERMINAL
 from ..manager import ModelManager
 from ..registry import ModelRegistry
 from ..worker.proxy import DoneEvent
@@ -86,7 +89,10 @@ def rpc_method(
 
 
 def build_methods(
-    manager: ModelManager, registry: ModelRegistry, default_max_tokens: Callable[[], int]
+    manager: ModelManager,
+    registry: ModelRegistry,
+    default_max_tokens: Callable[[], int],
+    store: ModelStore | None = None,
 ) -> dict[str, Method]:
     @rpc_method("status", s.NoParams)
     async def status(ctx: CallContext, p: s.NoParams) -> Any:
@@ -94,7 +100,9 @@ def build_methods(
 
     @rpc_method("list", s.NoParams)
     async def list_(ctx: CallContext, p: s.NoParams) -> Any:
-        return {"models": manager.list_models()}
+        result: dict[str, Any] = {"models": manager.list_models()}
+        result["downloads"] = await store.downloads() if store is not None else []
+        return result
 
     @rpc_method("show", s.ModelParams)
     async def show(ctx: CallContext, p: s.ModelParams) -> Any:
@@ -102,7 +110,9 @@ def build_methods(
 
     @rpc_method("load", s.LoadParams, mutating=True)
     async def load(ctx: CallContext, p: s.LoadParams) -> Any:
-        options = LoadOptions(p.ctx_size, p.threads, p.batch_size, p.chat_template)
+        options = LoadOptions(
+            p.ctx_size, p.threads, p.batch_size, p.chat_template, npu_cores=p.npu_cores
+        )
 
         async def progress(stage: str, fraction: float | None, message: str) -> None:
             await ctx.notify("progress", {"stage": stage, "fraction": fraction, "message": message})
@@ -134,11 +144,18 @@ def build_methods(
 
     @rpc_method("pull", s.PullParams, mutating=True)
     async def pull(ctx: CallContext, p: s.PullParams) -> Any:
-        raise NotAvailable("pulling models is not available in this version yet")
+        if store is None:
+            raise NotAvailable("pulling models is not available in this daemon")
+        return await _pull(store, ctx, p)
 
     @rpc_method("remove", s.RemoveParams, mutating=True)
     async def remove(ctx: CallContext, p: s.RemoveParams) -> Any:
-        raise NotAvailable("removing models is not available in this version yet")
+        if store is None:
+            raise NotAvailable("removing models is not available in this daemon")
+        if p.all:
+            return await store.remove_all(force=p.force)
+        assert p.model is not None
+        return await store.remove(p.model, force=p.force)
 
     return {
         "status": status,
@@ -152,6 +169,48 @@ def build_methods(
         "pull": pull,
         "remove": remove,
     }
+
+
+async def _pull(store: ModelStore, ctx: CallContext, p: s.PullParams) -> Any:
+    """Progress notifications while it runs; a caller that goes away cancels the pull
+    (its parts stay in staging, so pulling again resumes)."""
+    request = PullRequest(
+        repo=p.repo,
+        file=p.file,
+        include=tuple(p.include or ()),
+        exclude=tuple(p.exclude or ()),
+        revision=p.revision,
+    )
+    async with store.pull(request) as job:
+        if p.progress:
+            async for event in job.events():
+                if event["stage"] not in TERMINAL:
+                    await ctx.notify("progress", event)
+        return await job.result()
+
+
+async def _chat_deltas(
+    ctx: CallContext, stream: bool, deltas: list[Delta], parts: dict[str, list[str]]
+) -> None:
+    """Collect parsed pieces; stream them as ``token`` notifications when asked to
+    (``{"text": ...}`` for content, ``{"reasoning": ...}`` for reasoning)."""
+    for delta in deltas:
+        parts[delta.kind].append(delta.text)
+        if stream:
+            key = "text" if delta.kind == "content" else "reasoning"
+            await ctx.notify("token", {key: delta.text})
+
+
+def _chat_message(parts: dict[str, list[str]], calls: list[ToolCall]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(parts["content"])}
+    if parts["reasoning"]:
+        message["reasoning_content"] = "".join(parts["reasoning"])
+    if calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls
+        ]
+    return message
 
 
 def to_generate_request(p: s.ChatParams, default_max_tokens: int) -> GenerateRequest:
@@ -168,8 +227,16 @@ def to_generate_request(p: s.ChatParams, default_max_tokens: int) -> GenerateReq
         seed=None if p.seed in (None, -1) else p.seed,
         stop=stop,
     )
-    messages = tuple(ChatMessage(m.role, m.content) for m in p.messages)
-    return GenerateRequest(messages=messages, sampling=sampling)
+    messages = tuple(
+        ChatMessage(m.role, m.content, tuple(m.tool_calls or ()), m.tool_call_id)
+        for m in p.messages
+    )
+    return GenerateRequest(
+        messages=messages,
+        sampling=sampling,
+        tools=tuple(p.tools or ()),
+        enable_thinking=p.enable_thinking,
+    )
 
 
 async def _chat(
@@ -178,16 +245,24 @@ async def _chat(
     request = to_generate_request(p, default_max_tokens)
     started = time.monotonic()
     first: float | None = None
-    pieces: list[str] = []
+    parts: dict[str, list[str]] = {"content": [], "reasoning": []}
     async with manager.generation(request, p.model) as gen:
+        parser = OutputParser(
+            reasoning=True,
+            tools=bool(p.tools),
+            starts_in_reasoning=bool(manager.props().get("reasoning_starts_open")),
+        )
         async for event in gen.events:
             if isinstance(event, DoneEvent):
+                deltas, calls = parser.finish()
+                await _chat_deltas(ctx, p.stream, deltas, parts)
                 elapsed = time.monotonic() - (first or started)
                 return {
                     "model": gen.model_id,
-                    "message": {"role": "assistant", "content": "".join(pieces)},
-                    "finish_reason": event.finish_reason,
+                    "message": _chat_message(parts, calls),
+                    "finish_reason": "tool_calls" if calls else event.finish_reason,
                     "usage": event.usage,
+                    **({"perf": event.perf} if event.perf else {}),
                     "timings": {
                         "ttft_ms": round(((first or time.monotonic()) - started) * 1000, 2),
                         "tokens_per_s": round(event.usage["completion_tokens"] / elapsed, 2)
@@ -196,7 +271,5 @@ async def _chat(
                     },
                 }
             first = first or time.monotonic()
-            pieces.append(event.text)
-            if p.stream:
-                await ctx.notify("token", {"text": event.text})
+            await _chat_deltas(ctx, p.stream, parser.feed(event.text), parts)
     raise RkllmdError("the generation ended without a result")

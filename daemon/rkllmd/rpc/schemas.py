@@ -6,9 +6,9 @@ interface, and a typo must fail loudly rather than be ignored.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ModelName = Annotated[str, Field(min_length=1, max_length=255)]
 
@@ -31,12 +31,16 @@ class LoadParams(Params):
     threads: Annotated[int, Field(ge=1, le=1024)] | None = None
     batch_size: Annotated[int, Field(ge=1, le=65_536)] | None = None
     chat_template: Annotated[str, Field(min_length=1, max_length=65_536)] | None = None
+    npu_cores: Annotated[int, Field(ge=1, le=3)] | None = None  # reported, fixed at conversion
     progress: bool = False
 
 
 class Message(Params):
-    role: Literal["system", "user", "assistant"]
-    content: Annotated[str, Field(max_length=1_048_576)]
+    role: Literal["system", "user", "assistant", "tool"]
+    content: Annotated[str, Field(max_length=1_048_576)] = ""
+    # OpenAI shapes: an assistant turn's tool calls, and the call a tool result answers.
+    tool_calls: Annotated[list[dict[str, Any]], Field(max_length=128)] | None = None
+    tool_call_id: Annotated[str, Field(max_length=256)] | None = None
 
 
 class ChatParams(Params):
@@ -57,14 +61,20 @@ class ChatParams(Params):
         | Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=16)]
         | None
     ) = None
+    tools: Annotated[list[dict[str, Any]], Field(max_length=128)] | None = None  # OpenAI tools
+    enable_thinking: bool | None = None
+
+
+Glob = Annotated[str, Field(min_length=1, max_length=256)]
+Globs = Annotated[list[Glob], Field(max_length=64)]
 
 
 class PullParams(Params):
-    repo: ModelName
-    file: ModelName | None = None
-    include: list[str] | None = None
-    exclude: list[str] | None = None
-    revision: str | None = None
+    repo: Annotated[str, Field(min_length=3, max_length=200)]  # owner/name, checked later
+    file: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    include: Globs | None = None
+    exclude: Globs | None = None
+    revision: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     progress: bool = False
 
 
@@ -72,6 +82,12 @@ class RemoveParams(Params):
     model: ModelName | None = None
     force: bool = False
     all: bool = False
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RemoveParams:
+        if (self.model is None) == (not self.all):
+            raise ValueError("give either model or all=true")
+        return self
 
 
 class EmbedParams(Params):

@@ -1,0 +1,264 @@
+"""The model store: pull models from the Hugging Face Hub, remove them (async API).
+
+All blocking work (listing, hashing, downloading, renames) runs in worker threads;
+the event loop only starts jobs, samples their counters four times a second and
+forwards progress events, so generation and the control socket never wait on it.
+
+Async API (for the RPC methods and the HTTP routes):
+
+    async with store.pull(PullRequest(repo="owner/name", file=None, ...)) as job:
+        async for event in job.events():   # progress dicts; ends with done/failed/cancelled
+            ...
+        result = await job.result()        # dict, or raises the job's RkllmdError
+    store.cancel(job_id)                   # any job; leaving the `async with` early
+                                           # cancels it too when nobody else follows it
+    await store.downloads()                # running and resumable pulls
+    await store.remove("model name", force=False) / await store.remove_all(force=False)
+
+A second ``pull`` of a repo that is already being pulled with the same request joins
+the running job. See docs/model-store.md for staging, verification and resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import hub, removal, staging, transfer
+from .config import HubSection
+from .errors import InsufficientStorage, InvalidParams, ModelInUse, RkllmdError
+from .jobs import PullJob
+from .manager import ModelManager
+from .manifest import is_safe_relpath, repo_dir_of
+from .registry import ModelEntry, ModelRegistry
+from .selection import check_patterns, select
+
+logger = logging.getLogger(__name__)
+
+LISTED_GRACE_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class PullRequest:
+    repo: str
+    file: str | None = None
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    revision: str | None = None
+    token: str | None = None  # overrides hub.token for this pull (HTTP /v1/download)
+
+    def checked(self) -> PullRequest:
+        hub.check_repo_id(self.repo)
+        if self.revision is not None:
+            hub.check_revision(self.revision)
+        if self.file is not None and not is_safe_relpath(self.file):
+            raise InvalidParams(f"invalid file name {self.file[:100]!r}")
+        check_patterns(self.include, "include")
+        check_patterns(self.exclude, "exclude")
+        return self
+
+
+class ModelStore:
+    def __init__(
+        self,
+        models_dir: Path,
+        registry: ModelRegistry,
+        manager: ModelManager,
+        hub_config: Callable[[], HubSection],
+    ) -> None:
+        self._dir = Path(models_dir)
+        self._registry = registry
+        self._manager = manager
+        self._hub_config = hub_config
+        self._jobs: dict[str, PullJob] = {}  # by repo, running only
+        self._resumable: dict[str, dict[str, Any]] = {}  # by repo: parts left in staging
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Remove orphaned staging (kept: recent, resumable parts of known pulls)."""
+        keep = self._hub_config().keep_partial_hours * 3600
+        try:
+            kept = await asyncio.to_thread(staging.cleanup_staging, self._dir, keep)
+        except OSError as exc:
+            logger.warning("cannot clean download staging: %s", exc.strerror)
+            return
+        for job in kept:
+            logger.info("interrupted pull of %s can be resumed with pull", job["repo"])
+        self._resumable = {job["repo"]: job for job in kept}
+
+    async def close(self, grace: float = 15.0) -> None:
+        """Cancel running pulls; their parts stay for a later resume."""
+        tasks = [job.task for job in self._jobs.values() if job.task is not None]
+        for job in self._jobs.values():
+            job.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+
+    # --- pull ----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def pull(self, request: PullRequest) -> AsyncIterator[PullJob]:
+        job = self._start_or_join(request.checked())
+        job.attach()
+        try:
+            yield job
+        finally:
+            job.detach()
+
+    def _start_or_join(self, request: PullRequest) -> PullJob:
+        running = self._jobs.get(request.repo)
+        if running is not None:
+            if running.request == request:
+                return running
+            raise ModelInUse(f"{request.repo} is already being pulled (job {running.id})")
+        job = PullJob(uuid.uuid4().hex[:12], request.repo, request)
+        self._jobs[request.repo] = job
+
+        def forget() -> None:
+            self._jobs.pop(request.repo, None)
+
+        job.start(self._execute(job), on_done=forget)
+        return job
+
+    def cancel(self, job_id: str) -> bool:
+        for job in self._jobs.values():
+            if job.id == job_id:
+                job.cancel()
+                return True
+        return False
+
+    def job(self, job_id: str) -> PullJob | None:
+        return next((j for j in self._jobs.values() if j.id == job_id), None)
+
+    async def downloads(self) -> list[dict[str, Any]]:
+        """Running pulls (their latest event) and interrupted ones (kept in memory)."""
+        running = [job.snapshot() for job in self._jobs.values()]
+        idle = [v for repo, v in sorted(self._resumable.items()) if repo not in self._jobs]
+        return running + idle
+
+    async def _execute(self, job: PullJob) -> dict[str, Any]:
+        self._resumable.pop(job.repo, None)
+        try:
+            return await self._pull(job)
+        finally:  # whatever is left in staging can be resumed by the next pull
+            folder = staging.staging_dir(self._dir, job.repo)
+            left = await asyncio.to_thread(staging.resumable, folder)
+            if left is not None:
+                self._resumable[job.repo] = left
+
+    async def _pull(self, job: PullJob) -> dict[str, Any]:
+        request: PullRequest = job.request
+        cfg = self._hub_config()
+        token = request.token or await asyncio.to_thread(hub.read_token, cfg)
+        settings = hub.HubSettings(cfg.endpoint, token, cfg.timeout_seconds, cfg.retries)
+        job.set_stage("resolving", f"looking up {request.repo}")
+        listing = await asyncio.to_thread(
+            hub.list_repo, settings, request.repo, request.revision or "main"
+        )
+        selection = select(
+            listing,
+            file=request.file,
+            include=request.include,
+            exclude=request.exclude,
+            technical=cfg.technical_files,
+        )
+        job.set_stage("verifying", "checking files already in place")
+        plan = await asyncio.to_thread(
+            staging.prepare,
+            self._dir,
+            listing,
+            selection,
+            min_free_bytes=cfg.min_free_bytes,
+            verifying=job.on_verify,
+        )
+        job.set_plan(plan)
+        await self._download(job, settings, plan)
+        job.set_stage("publishing", f"publishing {request.repo}")
+        await asyncio.to_thread(staging.publish, self._dir, plan)
+        ids = await self._wait_listed([f"{listing.repo}/{m.path}" for m in selection.models])
+        return job.summary(plan, ids)
+
+    async def _download(self, job: PullJob, settings: hub.HubSettings, plan: staging.Plan) -> None:
+        job.set_stage("downloading", f"downloading {plan.listing.repo}")
+        for f in plan.fetch:
+            job.check_cancelled()
+            progress = job.begin_file(f)
+            try:
+                await asyncio.to_thread(
+                    transfer.fetch,
+                    settings,
+                    plan.listing,
+                    f,
+                    plan.part(f),
+                    progress,
+                    job.cancel_event,
+                )
+                await asyncio.to_thread(staging.mark_ready, plan, f)
+            except InsufficientStorage:
+                await asyncio.to_thread(staging.discard, plan.staging)
+                raise
+            job.end_file(f)
+        job.check_cancelled()
+
+    async def _wait_listed(self, relpaths: list[str]) -> list[str]:
+        """Ids of the published model files once the registry lists them."""
+        await self._registry.scan_complete(relpaths)
+        deadline = time.monotonic() + LISTED_GRACE_S
+        while True:
+            found = {e.relpath: e.id for e in self._registry.entries()}
+            if all(r in found for r in relpaths) or time.monotonic() > deadline:
+                return [found[r] for r in relpaths if r in found]
+            await asyncio.sleep(0.1)
+
+    # --- remove --------------------------------------------------------------------
+
+    async def remove(self, name: str, *, force: bool = False) -> dict[str, Any]:
+        entry = self._registry.resolve(name)
+        self._check_not_pulling([entry])
+        await self._free([entry], force)
+        files = await asyncio.to_thread(removal.remove_model, self._dir, entry.relpath)
+        await self._registry.scan()
+        logger.info("removed model %s (%d files)", entry.id, len(files))
+        return {"id": entry.id, "removed": [entry.id], "files": files}
+
+    async def remove_all(self, *, force: bool = False) -> dict[str, Any]:
+        if self._jobs:
+            raise ModelInUse("pulls are running: " + ", ".join(sorted(self._jobs)))
+        entries = self._registry.entries()
+        await self._free(entries, force)
+        files = await asyncio.to_thread(removal.remove_all, self._dir, [e.relpath for e in entries])
+        self._resumable.clear()
+        await self._registry.scan()
+        logger.info("removed all models (%d, %d files)", len(entries), len(files))
+        return {"removed": [e.id for e in entries], "files": files, "count": len(entries)}
+
+    def _check_not_pulling(self, entries: list[ModelEntry]) -> None:
+        for entry in entries:
+            repo = repo_dir_of(entry.relpath)
+            if repo in self._jobs:
+                raise ModelInUse(f"{repo} is being pulled; cancel the pull first")
+
+    async def _free(self, entries: list[ModelEntry], force: bool) -> None:
+        # "loaded" compares paths (ids can change when a new file shares a stem).
+        loaded = [m["id"] for m in self._manager.list_models() if m.get("loaded")]
+        status = self._manager.status()
+        if status["state"] in ("loading", "unloading") and status["model"]:
+            loaded.append(status["model"])
+        ids = {e.id for e in entries}
+        resident = next((i for i in loaded if i in ids), None)
+        if resident is None:
+            return
+        if not force:
+            raise ModelInUse(f"{resident} is loaded; unload it first or use force", model=resident)
+        logger.info("unloading %s before removing it", resident)
+        with contextlib.suppress(RkllmdError):
+            await self._manager.unload()
