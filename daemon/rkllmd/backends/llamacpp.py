@@ -139,14 +139,38 @@ class LlamaCppBackend:
                 n_ctx=n_ctx,
             )
         usage = Usage(prompt_tokens=len(tokens), cached_tokens=self._cached_prefix(tokens))
+        if not self._prefill(tokens, usage.cached_tokens, cancel):
+            return GenerateResult(finish_reason="abort", usage=usage)
         budget = min(request.sampling.max_tokens, n_ctx - len(tokens))
         reason = self._sample_loop(tokens, request, budget, usage, emit, cancel)
         return GenerateResult(finish_reason=reason, usage=usage)
 
+    def _prefill(self, tokens: list[int], reuse: int, cancel: threading.Event) -> bool:
+        """Evaluate all but the last prompt token batch by batch; False if cancelled.
+
+        llama.cpp cannot be interrupted inside a decode, and llama-cpp-python's
+        generate() evaluates the whole prompt in one call: a long prompt would
+        outlive any abort. Batches bound the wait. generate() then finds every
+        token but the last in the KV cache and evaluates just that one.
+        """
+        llm = self._llm
+        if reuse < llm.n_tokens and not llm._ctx.kv_cache_seq_rm(-1, reuse, -1):
+            reuse = 0  # this model cannot drop a cache tail: start over
+        if reuse == 0:
+            llm.reset()
+        else:
+            llm.n_tokens = reuse
+        batch = int(llm.n_batch)
+        for start in range(reuse, len(tokens) - 1, batch):
+            if cancel.is_set():
+                return False
+            llm.eval(tokens[start : min(start + batch, len(tokens) - 1)])
+        return not cancel.is_set()
+
     def _prompt_tokens(self, request: GenerateRequest) -> list[int]:
         if request.prompt is not None:
             return list(self._llm.tokenize(request.prompt.encode(), add_bos=True, special=False))
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        messages = [m.to_template() for m in request.messages]
         extra: dict[str, Any] = {}
         if request.enable_thinking is not None:
             extra["enable_thinking"] = request.enable_thinking

@@ -49,7 +49,10 @@ def sampling_from(body: s.Sampling, max_tokens: int | None, default_max: int) ->
 
 def chat_request(body: s.ChatCompletionRequest, default_max: int) -> GenerateRequest:
     role = {"developer": "system"}
-    messages = tuple(ChatMessage(role.get(m.role, m.role), m.text()) for m in body.messages)
+    messages = tuple(
+        ChatMessage(role.get(m.role, m.role), m.text(), tuple(m.tool_calls or ()), m.tool_call_id)
+        for m in body.messages
+    )
     thinking = body.enable_thinking
     if thinking is None and body.chat_template_kwargs:
         flag = body.chat_template_kwargs.get("enable_thinking")
@@ -90,11 +93,14 @@ def _delta_body(delta: Delta) -> dict[str, str]:
 class ChatStream:
     """Turns backend events into chat.completion chunks."""
 
-    def __init__(self, model: str, tools: bool) -> None:
+    def __init__(self, model: str, tools: bool, starts_in_reasoning: bool) -> None:
         self.id = "chatcmpl-" + uuid.uuid4().hex
         self.created = int(time.time())
         self.model = model
-        self.parser = OutputParser(reasoning=True, tools=tools)
+        # Some templates (DeepSeek-R1 distills) open <think> in the prompt itself.
+        self.parser = OutputParser(
+            reasoning=True, tools=tools, starts_in_reasoning=starts_in_reasoning
+        )
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {
@@ -126,7 +132,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     )
     async with svc.manager.generation(generate, body.model) as gen:
         first = await deadline.next(gen.events)
-        chat = ChatStream(gen.model_id, tools=bool(body.tools))
+        opens = bool(svc.manager.props().get("reasoning_starts_open"))
+        chat = ChatStream(gen.model_id, tools=bool(body.tools), starts_in_reasoning=opens)
         if not body.stream:
             return await _chat_whole(chat, first, gen.events, deadline)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
