@@ -65,7 +65,9 @@ class Daemon:
         )
         inherited = inherited_sockets()
         await control.start(inherited.get("control"))
-        http = await self._start_http(manager, registry, inherited.get("http"))
+        http = await self._start_http(
+            Services(manager, registry, lambda: self.config, store), inherited.get("http")
+        )
         self._install_signals(manager, registry)
         self._spawn(registry.watch(self._stop))
         self._spawn(self._watchdog(manager))
@@ -96,7 +98,7 @@ class Daemon:
         return 0
 
     async def _start_http(
-        self, manager: ModelManager, registry: ModelRegistry, inherited: socket.socket | None
+        self, services: Services, inherited: socket.socket | None
     ) -> HttpServer | None:
         if not self.config.http.enabled and inherited is None:
             return None
@@ -105,7 +107,7 @@ class Daemon:
             # the address systemd actually bound, not the config's listen value.
             self._listen_override = _address_of(inherited)
             self.config = with_listen(self.config, self._listen_override)
-        app = build_app(Services(manager, registry, lambda: self.config))
+        app = build_app(services)
         server = HttpServer(app, self.config.http, inherited)
         await server.start()
         return server

@@ -17,7 +17,7 @@ from pydantic.json_schema import models_json_schema
 
 from .. import __version__
 from .. import errors as e
-from . import manage, openai, ops
+from . import downloads, manage, openai, ops
 from . import schemas as s
 from .edge import check_auth, check_origin, cors_headers, host_allowed, to_error_response
 from .services import SERVICES, Services
@@ -53,6 +53,22 @@ ROUTES: tuple[Route, ...] = (
         True,
     ),
     Route("POST", "/v1/models/unload", manage.rk_unload, "RockchipLlama: unload", None, True),
+    Route(
+        "POST",
+        "/v1/models/download",
+        downloads.download_stream,
+        "Pull a model from the Hub with SSE progress",
+        s.DownloadRequest,
+        True,
+    ),
+    Route(
+        "POST",
+        "/v1/download",
+        downloads.download,
+        "TabbyAPI: pull a model from the Hub",
+        s.DownloadRequest,
+        True,
+    ),
     Route("GET", "/v1/models/{model_id:.+}", openai.get_model, "OpenAI: one model"),
     Route(
         "POST",

@@ -143,3 +143,20 @@ class SimpleChatRequest(Body):
     messages: Annotated[list[ChatMessageIn], Field(min_length=1, max_length=4096)] | None = None
     prompt: Annotated[str, Field(max_length=4_194_304)] | None = None
     config: SimpleChatConfig = SimpleChatConfig()
+
+
+class DownloadRequest(Body):
+    """TabbyAPI's download body; ``repo`` is accepted as an alias of ``repo_id``."""
+
+    repo_id: Annotated[str, Field(min_length=3, max_length=200)] | None = None
+    repo: Annotated[str, Field(min_length=3, max_length=200)] | None = None
+    file: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    revision: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    repo_type: Literal["model"] = "model"
+    include: Annotated[list[Annotated[str, Field(max_length=255)]], Field(max_length=64)] = []
+    exclude: Annotated[list[Annotated[str, Field(max_length=255)]], Field(max_length=64)] = []
+    token: Annotated[str, Field(max_length=1024)] | None = None
+    folder_name: None = Field(None, description="not supported: pulls go to <owner>/<repo>")
+
+    def repository(self) -> str:
+        return self.repo_id or self.repo or ""
