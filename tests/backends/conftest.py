@@ -66,8 +66,12 @@ def npu_daemon(start_daemon: Any, npu_models: Path, call_log: CallLog) -> NpuDae
     """Start a daemon serving ``npu_models`` through the double; env adds failure modes."""
 
     def start(
-        *, abi: int = 13, version: str = "1.3.0", banner: bool = True,
-        env: dict[str, str] | None = None, args: list[str] | None = None,
+        *,
+        abi: int = 13,
+        version: str = "1.3.0",
+        banner: bool = True,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
         load: bool = True,
     ) -> DaemonProcess:
         environment = {

@@ -25,27 +25,46 @@ from tests.fixtures.build_double import double_library
 # Offsets from the headers of each release (aarch64, armhf), as in the ABI notes.
 OFFSETS = {
     ("1.3", "RKLLMParam"): {
-        "max_context_len": (8, 4), "n_keep": (20, 16), "top_p": (24, 20),
-        "mirostat": (44, 40), "skip_special_token": (56, 52), "ignore_eos_token": (57, 53),
-        "is_async": (58, 54), "extend_param": (60, 56),
+        "max_context_len": (8, 4),
+        "n_keep": (20, 16),
+        "top_p": (24, 20),
+        "mirostat": (44, 40),
+        "skip_special_token": (56, 52),
+        "ignore_eos_token": (57, 53),
+        "is_async": (58, 54),
+        "extend_param": (60, 56),
     },
     ("1.2", "RKLLMParam"): {
-        "skip_special_token": (56, 52), "is_async": (57, 53), "img_start": (64, 56),
-        "img_end": (72, 60), "img_content": (80, 64), "extend_param": (88, 68),
+        "skip_special_token": (56, 52),
+        "is_async": (57, 53),
+        "img_start": (64, 56),
+        "img_end": (72, 60),
+        "img_content": (80, 64),
+        "extend_param": (88, 68),
     },
     ("1.3", "RKLLMInput"): {"enable_thinking": (8, 4), "input_type": (12, 8), "u": (16, 12)},
     ("1.2", "RKLLMInput"): {"enable_thinking": (8, 4), "input_type": (12, 8), "u": (16, 12)},
     ("1.3", "RKLLMInferParam"): {
-        "lora_params": (8, 4), "prompt_cache_params": (16, 8), "sampling_params": (24, 12),
-        "keep_history": (32, 16), "max_new_tokens": (36, 20),
+        "lora_params": (8, 4),
+        "prompt_cache_params": (16, 8),
+        "sampling_params": (24, 12),
+        "keep_history": (32, 16),
+        "max_new_tokens": (36, 20),
     },
     ("1.2", "RKLLMInferParam"): {"prompt_cache_params": (16, 8), "keep_history": (24, 12)},
     ("1.3", "RKLLMResult"): {
-        "token_id": (8, 4), "last_hidden_layer": (16, 8), "logits": (32, 20), "perf": (48, 32),
+        "token_id": (8, 4),
+        "last_hidden_layer": (16, 8),
+        "logits": (32, 20),
+        "perf": (48, 32),
     },
     ("1.3", "RKLLMExtendParam"): {
-        "embed_flash": (4, 4), "enabled_cpus_num": (5, 5), "enabled_cpus_mask": (8, 8),
-        "n_batch": (12, 12), "use_cross_attn": (13, 13), "reserved": (14, 14),
+        "embed_flash": (4, 4),
+        "enabled_cpus_num": (5, 5),
+        "enabled_cpus_mask": (8, 8),
+        "n_batch": (12, 12),
+        "use_cross_attn": (13, 13),
+        "reserved": (14, 14),
     },
 }
 
@@ -131,15 +150,22 @@ def test_a_wrong_binding_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     ("version", "abi"),
-    [("1.3.0", "1.3"), ("1.3.1", "1.3"), ("v1.3.0", "1.3"), ("1.2.1", "1.2"), ("1.2.2", "1.2"),
-     ("1.2.3", "1.2")],
+    [
+        ("1.3.0", "1.3"),
+        ("1.3.1", "1.3"),
+        ("v1.3.0", "1.3"),
+        ("1.2.1", "1.2"),
+        ("1.2.2", "1.2"),
+        ("1.2.3", "1.2"),
+    ],
 )
 def test_supported_versions(version: str, abi: str) -> None:
     assert abi_for_version(version).name == abi
 
 
-@pytest.mark.parametrize("version", ["1.2.0", "1.1.4", "1.0.1", "1.2.1b1", "1.2.4", "1.4.0",
-                                     "2.0.0", "banana"])
+@pytest.mark.parametrize(
+    "version", ["1.2.0", "1.1.4", "1.0.1", "1.2.1b1", "1.2.4", "1.4.0", "2.0.0", "banana"]
+)
 def test_refused_versions_name_both_sides(version: str) -> None:
     with pytest.raises(LoadFailed) as err:
         abi_for_version(version)

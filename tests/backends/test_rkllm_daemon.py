@@ -205,8 +205,11 @@ def test_next_turn_prefills_only_the_new_turn(
 def test_third_turn_keeps_reusing(npu_daemon: NpuDaemon, call_log: CallLog) -> None:
     daemon = npu_daemon()
     conversation, second = _two_turns(daemon)
-    third = [*conversation, {"role": "assistant", "content": second["message"]["content"]},
-             *msgs(("user", "Third"))]
+    third = [
+        *conversation,
+        {"role": "assistant", "content": second["message"]["content"]},
+        *msgs(("user", "Third")),
+    ]
     mark = call_log.mark()
     result = chat(daemon, third)
     calls = runs_since(call_log, mark)
@@ -248,8 +251,11 @@ def test_runs_that_did_not_end_normally_are_not_reused(
     npu_daemon: NpuDaemon, call_log: CallLog, how: str
 ) -> None:
     env = {"RKLLM_DOUBLE_FAIL": "error", "RKLLM_DOUBLE_FAIL_AFTER": "3"} if how == "error" else {}
-    daemon = npu_daemon(abi=12 if how == "max_tokens_on_12" else 13, version="1.2.3"
-                        if how == "max_tokens_on_12" else "1.3.0", env=env)
+    daemon = npu_daemon(
+        abi=12 if how == "max_tokens_on_12" else 13,
+        version="1.2.3" if how == "max_tokens_on_12" else "1.3.0",
+        env=env,
+    )
     first = msgs(("user", "[[say:one two three four five six seven]]"))
     extra: dict[str, Any] = {"stop": ["four"]} if how == "stop_string" else {}
     if how == "max_tokens_on_12":
@@ -330,8 +336,9 @@ def test_tool_calls_round_trip(npu_daemon: NpuDaemon, call_log: CallLog) -> None
     chat(daemon, msgs(("user", "unrelated")))
     cold = chat(daemon, follow, tools=[WEATHER])
     assert cold["message"]["content"] == answer["message"]["content"]
-    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}' in (
-        call_log.runs()[-1]["input"]
+    assert (
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}'
+        in (call_log.runs()[-1]["input"])
     )
 
 
@@ -407,8 +414,13 @@ def test_doctor_shows_the_runtime_of_the_resident_model(npu_daemon: NpuDaemon) -
 
     daemon = npu_daemon()
     out = io.StringIO()
-    run(["--socket", str(daemon.socket), "--json", "doctor"], env={}, stdin=io.StringIO(""),
-        stdout=out, stderr=io.StringIO())
+    run(
+        ["--socket", str(daemon.socket), "--json", "doctor"],
+        env={},
+        stdin=io.StringIO(""),
+        stdout=out,
+        stderr=io.StringIO(),
+    )
     checks = {c["name"]: c for c in json.loads(out.getvalue())["checks"]}
     assert checks["daemon"]["status"] == "ok"
     assert "RKLLM runtime 1.3.0 (driver 0.9.8)" in checks["daemon"]["detail"]

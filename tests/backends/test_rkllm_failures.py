@@ -142,11 +142,13 @@ def test_rpc_disconnect_aborts_the_run(npu_daemon: NpuDaemon, call_log: CallLog)
 
 
 def _http_stream_then_hang_up(daemon: DaemonProcess, model: str, wait: float) -> None:
-    body = json.dumps({
-        "model": model,
-        "stream": True,
-        "messages": [{"role": "user", "content": "[[repeat:50]]"}],
-    }).encode()
+    body = json.dumps(
+        {
+            "model": model,
+            "stream": True,
+            "messages": [{"role": "user", "content": "[[repeat:50]]"}],
+        }
+    ).encode()
     head = (
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -172,8 +174,9 @@ def test_hang_until_abort_on_http_disconnect(
 def test_abort_ignored_kills_the_worker(
     npu_daemon: NpuDaemon, broken: str, call_log: CallLog
 ) -> None:
-    env = fail_env("ignore_abort", RKLLM_DOUBLE_FAIL_AFTER="0",
-                   RKLLMD_WORKER__ABORT_GRACE_SECONDS="1")
+    env = fail_env(
+        "ignore_abort", RKLLM_DOUBLE_FAIL_AFTER="0", RKLLMD_WORKER__ABORT_GRACE_SECONDS="1"
+    )
     daemon = npu_daemon(env=env, load=False)
     daemon.call("load", model=broken)
     pid = daemon.call("status")["worker_pid"]

@@ -100,8 +100,9 @@ def m(role: str, content: str, **extra: object) -> ChatMessage:
 
 
 def test_chatml_with_history() -> None:
-    text = FAMILIES["chatml"]((m("system", "S"), m("user", "u1"), m("assistant", "a1"),
-                               m("user", "u2")), (), None)
+    text = FAMILIES["chatml"](
+        (m("system", "S"), m("user", "u1"), m("assistant", "a1"), m("user", "u2")), (), None
+    )
     assert text == (
         "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nu1<|im_end|>\n"
         "<|im_start|>assistant\na1<|im_end|>\n<|im_start|>user\nu2<|im_end|>\n"
@@ -113,8 +114,12 @@ def test_chatml_tools_calls_and_grouped_results() -> None:
     tool = {"type": "function", "function": {"name": "f", "parameters": {}}}
     call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}
     text = FAMILIES["chatml"](
-        (m("user", "go"), m("assistant", "", tool_calls=(call, call)),
-         m("tool", "r1"), m("tool", "r2")),
+        (
+            m("user", "go"),
+            m("assistant", "", tool_calls=(call, call)),
+            m("tool", "r1"),
+            m("tool", "r2"),
+        ),
         (tool,),
         None,
     )
@@ -141,9 +146,12 @@ def test_qwen3_thinking_switch_and_history_without_reasoning() -> None:
 @pytest.mark.parametrize(
     ("family", "expected"),
     [
-        ("llama3", "<|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>"
-                   "<|start_header_id|>user<|end_header_id|>\n\nu<|eot_id|>"
-                   "<|start_header_id|>assistant<|end_header_id|>\n\n"),
+        (
+            "llama3",
+            "<|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>"
+            "<|start_header_id|>user<|end_header_id|>\n\nu<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        ),
         ("gemma", "<start_of_turn>user\nS\n\nu<end_of_turn>\n<start_of_turn>model\n"),
         ("phi3", "<|system|>\nS<|end|>\n<|user|>\nu<|end|>\n<|assistant|>\n"),
         ("zephyr", "<|system|>\nS</s>\n<|user|>\nu</s>\n<|assistant|>\n"),

@@ -19,8 +19,13 @@ from tests.fixtures.build_double import double_library
 
 def doctor(env: dict[str, str]) -> tuple[int, dict[str, dict[str, str]]]:
     out, err = io.StringIO(), io.StringIO()
-    code = run(["--socket", "/tmp/rk-missing.sock", "--json", "doctor"], env=env,
-               stdin=io.StringIO(""), stdout=out, stderr=err)
+    code = run(
+        ["--socket", "/tmp/rk-missing.sock", "--json", "doctor"],
+        env=env,
+        stdin=io.StringIO(""),
+        stdout=out,
+        stderr=err,
+    )
     body = json.loads(out.getvalue())
     return code, {check["name"]: check for check in body["checks"]}
 
@@ -28,14 +33,27 @@ def doctor(env: dict[str, str]) -> tuple[int, dict[str, dict[str, str]]]:
 def test_doctor_on_this_machine() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "rkllmctl", "--socket", "/tmp/rk-missing.sock", "doctor"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={k: v for k, v in os.environ.items() if not k.startswith("RKLLM")},
     )
     assert proc.returncode == 1  # the daemon is not running
     lines = proc.stdout.splitlines()
     names = [line[6:].split("  ")[0].strip() for line in lines if not line.startswith(" ")]
-    assert names == ["python", "socket", "daemon", "render nodes", "board", "npu driver",
-                     "npu device", "librkllmrt", "open files", "memory", "governors"]
+    assert names == [
+        "python",
+        "socket",
+        "daemon",
+        "render nodes",
+        "board",
+        "npu driver",
+        "npu device",
+        "librkllmrt",
+        "open files",
+        "memory",
+        "governors",
+    ]
     if not Path("/proc/device-tree/compatible").exists():
         assert "info  npu driver    no RKNPU driver (not a Rockchip board)" in lines
         assert any(line.strip().startswith("-> .rkllm models need") for line in lines)
@@ -101,8 +119,12 @@ def test_drm_npu_node_is_found(board: Path) -> None:
 
 @pytest.mark.parametrize(
     ("version", "banner", "status"),
-    [("1.3.0", True, "ok"), ("1.2.3", True, "ok"), ("1.1.4", True, "fail"),
-     ("1.3.0", False, "warn")],
+    [
+        ("1.3.0", True, "ok"),
+        ("1.2.3", True, "ok"),
+        ("1.1.4", True, "fail"),
+        ("1.3.0", False, "warn"),
+    ],
 )
 def test_library_version(board: Path, version: str, banner: bool, status: str) -> None:
     lib = double_library(13, version, banner)
@@ -147,6 +169,7 @@ def test_memory_against_model_sizes(board: Path) -> None:
 
 
 def test_runtime_support_rule() -> None:
-    assert [runtime_supported(v) for v in ("1.3.0", "1.2.1", "1.2.3", "1.2.0", "1.2.1b1",
-                                           "1.1.4", "2.0.0")] == [
-        True, True, True, False, False, False, False]
+    assert [
+        runtime_supported(v)
+        for v in ("1.3.0", "1.2.1", "1.2.3", "1.2.0", "1.2.1b1", "1.1.4", "2.0.0")
+    ] == [True, True, True, False, False, False, False]

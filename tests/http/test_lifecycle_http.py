@@ -62,7 +62,12 @@ def test_request_timeout_mid_stream_ends_with_error_event(start_daemon, smol_dir
     )
     with openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="x", max_retries=0) as client:
         stream = client.chat.completions.create(
-            model="smollm2", messages=MESSAGES, max_tokens=5000, temperature=0, stream=True
+            model="smollm2",
+            messages=MESSAGES,
+            max_tokens=5000,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True},
         )
         received = 0
         with pytest.raises(openai.APIError) as err:

@@ -114,7 +114,12 @@ def test_queue_full_is_503_with_retry_after(start_daemon, smol_dir) -> None:  # 
     )
     with openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="x", max_retries=0) as client:
         stream = client.chat.completions.create(
-            model="smollm2", messages=MESSAGES, max_tokens=2000, temperature=0, stream=True
+            model="smollm2",
+            messages=MESSAGES,
+            max_tokens=2000,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True},
         )
         next(iter(stream))
         with pytest.raises(openai.APIStatusError) as err:
@@ -127,7 +132,12 @@ def test_queue_full_is_503_with_retry_after(start_daemon, smol_dir) -> None:  # 
 def test_disconnect_mid_stream_aborts(daemon) -> None:  # type: ignore[no-untyped-def]
     with openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="x", max_retries=0) as client:
         stream = client.chat.completions.create(
-            model="smollm2", messages=MESSAGES, max_tokens=2000, temperature=0, stream=True
+            model="smollm2",
+            messages=MESSAGES,
+            max_tokens=2000,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True},
         )
         for _, _chunk in zip(range(3), stream, strict=False):
             pass
@@ -161,7 +171,12 @@ def test_error_after_first_byte_is_an_sse_event(daemon) -> None:  # type: ignore
     worker = daemon.call("status")["worker_pid"]
     with openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="x", max_retries=0) as client:
         stream = client.chat.completions.create(
-            model="smollm2", messages=MESSAGES, max_tokens=2000, temperature=0, stream=True
+            model="smollm2",
+            messages=MESSAGES,
+            max_tokens=2000,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True},
         )
         iterator = iter(stream)
         next(iterator)

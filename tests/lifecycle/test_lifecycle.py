@@ -14,7 +14,8 @@ import pytest
 
 from tests.helpers import MODEL_ID, DaemonProcess, RpcError, chat_params, short_tempdir, wait_for
 
-LONG = chat_params(max_tokens=2000, stream=True)  # greedy "Say hello" runs to the budget
+# Generates until the budget whatever the model says: long enough to interrupt.
+LONG = chat_params(max_tokens=2000, stream=True, ignore_eos=True)
 
 
 def _first_token(client) -> None:  # type: ignore[no-untyped-def]
@@ -101,7 +102,7 @@ def test_queue_full_when_slot_busy(start_daemon, smol_dir: Path) -> None:
 
 def test_requests_wait_in_fifo_order(daemon) -> None:
     first = daemon.client()
-    first.start("chat", **chat_params(max_tokens=60, stream=True))
+    first.start("chat", **chat_params(max_tokens=60, stream=True, ignore_eos=True))
     _first_token(first)
     waiters = [daemon.client() for _ in range(3)]
     ids = []
@@ -266,7 +267,7 @@ def test_file_being_copied_never_appears(start_daemon, models_dir: Path) -> None
 
 def test_hangup_aborts_a_non_streaming_chat(daemon) -> None:
     client = daemon.client()
-    client.start("chat", **chat_params(max_tokens=2000))
+    client.start("chat", **chat_params(max_tokens=2000, ignore_eos=True))
     wait_for(lambda: daemon.call("status")["state"] == "generating", 10, "generation start")
     client.close()  # a full close, as Ctrl-C on `rkllmctl --json run` does
     wait_for(lambda: daemon.call("status")["counters"]["aborted"] == 1, 15, "abort after hang-up")

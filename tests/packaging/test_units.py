@@ -35,7 +35,8 @@ def test_units_verify_clean(tmp_path: Path) -> None:
 def test_service_exposure_at_most_2_5() -> None:
     run = subprocess.run(
         [ANALYZE, "security", "--offline=true", "--no-pager", str(SYSTEMD / "rkllmd.service")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     match = re.search(r"Overall exposure level for rkllmd.service: ([0-9.]+)", run.stdout)
     assert match, run.stdout + run.stderr
@@ -68,8 +69,11 @@ def test_performance_script_pins_and_restores(tmp_path: Path) -> None:
     for rel, value in files.items():
         (sysfs / rel).parent.mkdir(parents=True)
         (sysfs / rel).write_text(value + "\n")
-    env = {"PATH": "/usr/bin:/bin", "RKLLMD_PERF_SYSFS": str(sysfs),
-           "RKLLMD_PERF_STATE": str(tmp_path / "state" / "governors")}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "RKLLMD_PERF_SYSFS": str(sysfs),
+        "RKLLMD_PERF_STATE": str(tmp_path / "state" / "governors"),
+    }
     script = str(SYSTEMD / "rkllmd-performance")
 
     subprocess.run([script, "pin"], env=env, check=True, capture_output=True)

@@ -251,3 +251,10 @@ def test_embeddings_are_normalised_and_meaningful(daemon) -> None:
     assert result["usage"]["prompt_tokens"] > 0 and result["model"] == MODEL_ID
     # The chat context is untouched by embedding work.
     assert daemon.call("chat", **chat_params(max_tokens=2))["usage"]["completion_tokens"] == 2
+
+
+def test_ignore_eos_generates_to_the_budget(daemon) -> None:
+    result = daemon.call("chat", **chat_params("Say OK.", max_tokens=300, ignore_eos=True))
+    assert result["usage"]["completion_tokens"] == 300 and result["finish_reason"] == "length"
+    natural = daemon.call("chat", **chat_params("Say OK.", max_tokens=300))
+    assert natural["usage"]["completion_tokens"] < 300 and natural["finish_reason"] == "stop"

@@ -50,8 +50,12 @@ def _place(socks: list[socket.socket]) -> None:
 def test_sockets_are_named_by_fdname_or_family(workdir: Path) -> None:
     unix, tcp, extra = _listening_unix(workdir / "a.sock"), _listening_tcp(), _listening_tcp()
     _place([unix, tcp, extra])
-    env = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "3",
-           "LISTEN_FDNAMES": "rkllmd.socket:rkllmd.socket:metrics", "OTHER": "x"}
+    env = {
+        "LISTEN_PID": str(os.getpid()),
+        "LISTEN_FDS": "3",
+        "LISTEN_FDNAMES": "rkllmd.socket:rkllmd.socket:metrics",
+        "OTHER": "x",
+    }
     found = take_sockets(env, start=HIGH_FD)
     try:
         assert set(found) == {"control", "http", "metrics"}
@@ -99,15 +103,38 @@ class ActivatedDaemon:
         self.notify = NotifyListener(workdir / f"n{len(list(workdir.iterdir()))}.sock")
         self.log_path = workdir / "daemon.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RKLLMD_", "LISTEN_"))}
-        env.update({"NOTIFY_SOCKET": str(self.notify.path), "RKLLMD_CONFIG": "/dev/null",
-                    "LISTEN_FDS": str(len(socks)), "LISTEN_FDNAMES": names,
-                    "PYTHONPATH": str(REPO / "daemon")})
+        env.update(
+            {
+                "NOTIFY_SOCKET": str(self.notify.path),
+                "RKLLMD_CONFIG": "/dev/null",
+                "LISTEN_FDS": str(len(socks)),
+                "LISTEN_FDNAMES": names,
+                "PYTHONPATH": str(REPO / "daemon"),
+            }
+        )
         fds = ",".join(str(s.fileno()) for s in socks)
-        argv = [sys.executable, "-c", EXEC_WITH_FDS, fds, sys.executable, "-m", "rkllmd",
-                "--models-dir", str(workdir / "models"), "--log-level", "debug", *args]
+        argv = [
+            sys.executable,
+            "-c",
+            EXEC_WITH_FDS,
+            fds,
+            sys.executable,
+            "-m",
+            "rkllmd",
+            "--models-dir",
+            str(workdir / "models"),
+            "--log-level",
+            "debug",
+            *args,
+        ]
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         pass_fds=[s.fileno() for s in socks])
+            self.proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=[s.fileno() for s in socks],
+            )
 
     def wait_ready(self) -> ActivatedDaemon:
         def ready() -> bool:
@@ -189,8 +216,12 @@ def test_daemon_serves_http_on_inherited_tcp_socket(workdir: Path) -> None:
     waiting = socket.create_connection((host, port), timeout=60)
     waiting.sendall(f"GET /health HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
     # --listen names the same port: binding it again would fail, so this proves it is inherited.
-    daemon = ActivatedDaemon(workdir, [control, http], names="rkllmd.socket:rkllmd.socket",
-                             args=["--listen", f"{host}:{port}"]).wait_ready()
+    daemon = ActivatedDaemon(
+        workdir,
+        [control, http],
+        names="rkllmd.socket:rkllmd.socket",
+        args=["--listen", f"{host}:{port}"],
+    ).wait_ready()
     try:
         with waiting, waiting.makefile("rb") as stream:
             status_line = stream.readline()

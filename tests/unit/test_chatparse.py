@@ -79,14 +79,16 @@ def test_starts_in_reasoning() -> None:
 
 
 def test_starts_in_reasoning_unclosed_stays_reasoning() -> None:
-    content, reasoning, _, _ = run(["still thinking"], reasoning=True, tools=False,
-                                   starts_in_reasoning=True)
+    content, reasoning, _, _ = run(
+        ["still thinking"], reasoning=True, tools=False, starts_in_reasoning=True
+    )
     assert (reasoning, content) == ("still thinking", "")
 
 
 def test_starts_in_reasoning_ignored_without_reasoning() -> None:
-    content, reasoning, _, _ = run(["x</think>y"], reasoning=False, tools=False,
-                                   starts_in_reasoning=True)
+    content, reasoning, _, _ = run(
+        ["x</think>y"], reasoning=False, tools=False, starts_in_reasoning=True
+    )
     assert (content, reasoning) == ("x</think>y", "")
 
 
@@ -128,7 +130,9 @@ def test_empty_think_block() -> None:
 def test_deltas_of_one_feed_are_merged_by_kind() -> None:
     parser = OutputParser(reasoning=True, tools=False)
     assert parser.feed("<think>a</think>b<think>c</think>d") == [
-        Delta("reasoning", "a"), Delta("content", "b"), Delta("reasoning", "c"),
+        Delta("reasoning", "a"),
+        Delta("content", "b"),
+        Delta("reasoning", "c"),
         Delta("content", "d"),
     ]
 
@@ -191,8 +195,9 @@ def test_call_without_name_is_content() -> None:
 
 
 def test_unterminated_valid_call_is_accepted() -> None:
-    content, _, calls, _ = run(['<tool_call>{"name": "f", "arguments": {"x": 1}}'],
-                               reasoning=False, tools=True)
+    content, _, calls, _ = run(
+        ['<tool_call>{"name": "f", "arguments": {"x": 1}}'], reasoning=False, tools=True
+    )
     assert content == "" and [(c.name, c.arguments) for c in calls] == [("f", '{"x": 1}')]
 
 

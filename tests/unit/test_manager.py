@@ -135,9 +135,7 @@ def factory() -> Factory:
     return Factory()
 
 
-def make_manager(
-    registry: ModelRegistry, factory: Factory, **settings: Any
-) -> ModelManager:
+def make_manager(registry: ModelRegistry, factory: Factory, **settings: Any) -> ModelManager:
     config = Config.model_validate({"models_dir": registry.models_dir, **settings})
     return ModelManager(config, registry, spawn=factory)
 
@@ -190,9 +188,7 @@ async def test_concurrent_loads_of_one_model_are_single_flight(
     assert {r["worker_pid"] for r in results} == {factory.workers[0].pid}
 
 
-async def test_concurrent_loads_share_one_failure(
-    manager: ModelManager, factory: Factory
-) -> None:
+async def test_concurrent_loads_share_one_failure(manager: ModelManager, factory: Factory) -> None:
     factory.broken.add("beta.gguf")
     factory.load_gate.clear()
     loads = [asyncio.create_task(manager.load("beta")) for _ in range(3)]
@@ -301,9 +297,7 @@ async def test_full_queue_raises_queue_full_with_retry_after(
     assert (await unloading)["state"] == "idle"
 
 
-async def test_zero_max_waiting_refuses_any_wait(
-    registry: ModelRegistry, factory: Factory
-) -> None:
+async def test_zero_max_waiting_refuses_any_wait(registry: ModelRegistry, factory: Factory) -> None:
     manager = make_manager(registry, factory, queue={"max_waiting": 0})
     await manager.load("alpha")
     running = await start_holding_generation(manager, factory)

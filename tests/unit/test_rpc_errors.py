@@ -35,9 +35,7 @@ def _all_errors() -> list[type[e.RkllmdError]]:
 
 def test_every_application_error_has_a_code_of_its_own_kind() -> None:
     unmapped = [
-        c.__name__
-        for c in _all_errors()
-        if c not in NOT_RPC and code_of(c) == INTERNAL_ERROR
+        c.__name__ for c in _all_errors() if c not in NOT_RPC and code_of(c) == INTERNAL_ERROR
     ]
     assert not unmapped, f"map these in rkllmd/rpc/errors.py: {unmapped}"
 

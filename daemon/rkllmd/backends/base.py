@@ -50,6 +50,9 @@ class Sampling:
     frequency_penalty: float = 0.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # Keep generating past end-of-sequence until max_tokens (benchmarks, tests);
+    # backends whose runtime cannot do this ignore it and say so in their props.
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True, slots=True)

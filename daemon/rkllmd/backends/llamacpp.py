@@ -224,7 +224,7 @@ class LlamaCppBackend:
         ):
             if cancel.is_set():
                 return "abort"
-            if self._lib.llama_vocab_is_eog(vocab, token):
+            if not s.ignore_eos and self._lib.llama_vocab_is_eog(vocab, token):
                 break
             usage.completion_tokens += 1
             piece = text.feed(self._llm.detokenize([token]))

@@ -44,6 +44,7 @@ def sampling_from(body: s.Sampling, max_tokens: int | None, default_max: int) ->
         frequency_penalty=body.frequency_penalty,
         seed=None if body.seed is None else body.seed % 2**32,
         stop=stop,
+        ignore_eos=body.ignore_eos,
     )
 
 

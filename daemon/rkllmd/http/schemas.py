@@ -63,6 +63,7 @@ class Sampling(Body):
     seed: Annotated[int, Field(ge=-(2**63), le=2**64 - 1)] | None = None
     stop: StopField = None
     n: Annotated[int, Field(ge=1, le=1, description="only 1 is supported")] = 1
+    ignore_eos: bool = False  # extension (as in vLLM/llama.cpp): generate to max_tokens
     stream: bool = False
     stream_options: StreamOptions | None = None
     logprobs: Literal[False] | None = Field(None, description="not supported")

@@ -226,6 +226,7 @@ def to_generate_request(p: s.ChatParams, default_max_tokens: int) -> GenerateReq
         frequency_penalty=p.frequency_penalty,
         seed=None if p.seed in (None, -1) else p.seed,
         stop=stop,
+        ignore_eos=p.ignore_eos,
     )
     messages = tuple(
         ChatMessage(m.role, m.content, tuple(m.tool_calls or ()), m.tool_call_id)

@@ -56,6 +56,7 @@ class ChatParams(Params):
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     seed: Annotated[int, Field(ge=-1, le=2**32 - 1)] | None = None
+    ignore_eos: bool = False
     stop: (
         Annotated[str, Field(min_length=1, max_length=256)]
         | Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=16)]
