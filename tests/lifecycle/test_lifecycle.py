@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MODEL_ID, DaemonProcess, RpcError, chat_params, short_tempdir, wait_for
+from tests.helpers import (
+    MODEL_ID,
+    DaemonProcess,
+    RpcError,
+    chat_params,
+    model_source,
+    short_tempdir,
+    wait_for,
+)
 
 # Generates until the budget whatever the model says: long enough to interrupt.
 LONG = chat_params(max_tokens=2000, stream=True, ignore_eos=True)
@@ -272,3 +280,11 @@ def test_hangup_aborts_a_non_streaming_chat(daemon) -> None:
     client.close()  # a full close, as Ctrl-C on `rkllmctl --json run` does
     wait_for(lambda: daemon.call("status")["counters"]["aborted"] == 1, 15, "abort after hang-up")
     assert daemon.call("status")["counters"]["completed"] == 0
+
+
+def test_load_at_start_waits_for_a_just_written_model(start_daemon, models_dir: Path) -> None:
+    fresh = models_dir / f"{MODEL_ID}.gguf"
+    fresh.write_bytes(model_source().read_bytes())  # mtime now: still "settling"
+    daemon = start_daemon(models_dir, args=["--load", "smollm2"])
+    assert daemon.call("status")["state"] == "ready"
+    assert daemon.call("status")["model"] == MODEL_ID
