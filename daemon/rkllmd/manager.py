@@ -13,7 +13,7 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,9 +23,16 @@ from typing import Any
 from . import __version__
 from .backends.base import GenerateRequest, LoadOptions
 from .config import Config
-from .errors import LoadFailed, ModelPinned, NoModelLoaded, QueueFull, RkllmdError, ShuttingDown
+from .errors import (
+    LoadFailed,
+    ModelPinned,
+    NoModelLoaded,
+    RkllmdError,
+)
 from .metrics import Metrics
 from .registry import ModelEntry, ModelRegistry
+from .slot import ModelSlot
+from .stats import GenerationStats
 from .worker.proxy import DoneEvent, TokenEvent, WorkerProcess
 
 logger = logging.getLogger(__name__)
@@ -74,23 +81,20 @@ class ModelManager:
         metrics: Metrics | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
-        self.metrics.bind_state(lambda: self._state.value, lambda: self._waiting)
+        self.metrics.bind_state(lambda: self._state.value, lambda: self._slot.waiting)
         self._config = config
         self._registry = registry
         self._spawn = spawn
-        self._slot = asyncio.Lock()  # FIFO: waiters are woken in arrival order
-        self._waiting = 0
+        self._slot = ModelSlot(lambda: self._config.queue.max_waiting, self.metrics)
         self._state = State.IDLE
         self._subject: str | None = None  # model being loaded / failed
         self._reason: str | None = None
         self._resident: Resident | None = None
         self._pending_load: tuple[ModelEntry, LoadOptions, asyncio.Task[None]] | None = None
-        self._closing = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self._started = time.monotonic()
-        self.counters = dict.fromkeys(
-            ("generations", "completed", "aborted", "failed", "completion_tokens"), 0
-        )
+        self._stats = GenerationStats(self.metrics)
+        self.counters = self._stats.counters
         self.on_change: Callable[[], None] = lambda: None
         self._listing: tuple[Path | None, list[dict[str, Any]]] | None = None
         registry.add_listener(self._forget_listing)
@@ -105,6 +109,11 @@ class ModelManager:
     def state(self) -> State:
         return self._state
 
+    @property
+    def accepting(self) -> bool:
+        """False once shutdown began: new work is refused."""
+        return not self._slot.closing
+
     def status(self) -> dict[str, Any]:
         resident = self._resident
         return {
@@ -112,7 +121,7 @@ class ModelManager:
             "model": resident.entry.id if resident else self._subject,
             "format": resident.entry.format if resident else None,
             "reason": self._reason,
-            "queue": {"waiting": self._waiting, "max": self._config.queue.max_waiting},
+            "queue": {"waiting": self._slot.waiting, "max": self._config.queue.max_waiting},
             "worker_pid": resident.worker.pid if resident else None,
             "loaded_at": resident.loaded_at.isoformat() if resident else None,
             "options": resident.options.to_dict() if resident else {},
@@ -146,31 +155,6 @@ class ModelManager:
         is_loaded = resident is not None and resident.entry.path == entry.path
         props = dict(resident.props) if resident and is_loaded else {}
         return {**entry.to_dict(), "loaded": is_loaded, "props": props}
-
-    # --- the slot ------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def _exclusive(self, *, bounded: bool) -> AsyncIterator[None]:
-        if self._closing:
-            raise ShuttingDown("the daemon is shutting down")
-        if bounded and self._slot.locked() and self._waiting >= self._config.queue.max_waiting:
-            retry = min(60, 2 + 2 * self._waiting)
-            raise QueueFull(
-                f"the queue is full ({self._waiting} waiting); try again later", retry_after=retry
-            )
-        self._waiting += 1
-        queued = time.monotonic()
-        try:
-            await self._slot.acquire()
-        finally:
-            self._waiting -= 1
-        self.metrics.queue_wait.observe(time.monotonic() - queued)
-        try:
-            if self._closing:
-                raise ShuttingDown("the daemon is shutting down")
-            yield
-        finally:
-            self._slot.release()
 
     def _set_state(
         self, state: State, *, subject: str | None = None, reason: str | None = None
@@ -217,7 +201,7 @@ class ModelManager:
     async def _queued_load(
         self, entry: ModelEntry, options: LoadOptions, progress: ProgressCallback
     ) -> None:
-        async with self._exclusive(bounded=False):
+        async with self._slot.hold(bounded=False):
             await self._load_locked(entry, options, progress)
 
     def _is_resident(self, entry: ModelEntry, options: LoadOptions) -> bool:
@@ -285,7 +269,7 @@ class ModelManager:
         return LoadOptions(ctx_size=cpu.ctx_size, threads=cpu.threads, batch_size=cpu.batch_size)
 
     async def unload(self) -> dict[str, Any]:
-        async with self._exclusive(bounded=False):
+        async with self._slot.hold(bounded=False):
             await self._unload_locked()
         return self.status()
 
@@ -314,10 +298,10 @@ class ModelManager:
     ) -> AsyncIterator[Generation]:
         """Hold the slot for one generation; leaving the block early aborts it."""
         entry = self._registry.resolve(model) if model else None
-        async with self._exclusive(bounded=True):
+        async with self._slot.hold(bounded=True):
             resident = await self._ensure_resident(entry)
             self._set_state(State.GENERATING)
-            events = self._counted(
+            events = self._stats.track(
                 resident.worker.generate(request, self._config.worker.abort_grace_seconds)
             )
             try:
@@ -328,47 +312,12 @@ class ModelManager:
                     self._set_state(State.READY)
         self._arm_idle_timer()
 
-    async def _counted(
-        self, events: AsyncGenerator[TokenEvent | DoneEvent, None]
-    ) -> AsyncGenerator[TokenEvent | DoneEvent, None]:
-        """Keep counters and metrics honest: a stream left before its end was aborted."""
-        self.counters["generations"] += 1
-        outcome = "aborted"
-        started = time.monotonic()
-        first: float | None = None
-        try:
-            async for event in events:
-                if isinstance(event, DoneEvent):
-                    outcome = "aborted" if event.finish_reason == "abort" else "completed"
-                    self._record_done(event, first)
-                elif first is None:
-                    first = time.monotonic()
-                    self.metrics.ttft.observe(first - started)
-                yield event
-        except RkllmdError:
-            outcome = "failed"
-            raise
-        finally:
-            await events.aclose()
-            self.counters[outcome] += 1
-            self.metrics.generations.labels(outcome).inc()
-
-    def _record_done(self, event: DoneEvent, first: float | None) -> None:
-        completion = event.usage.get("completion_tokens", 0)
-        self.counters["completion_tokens"] += completion
-        self.metrics.tokens.labels("completion").inc(completion)
-        self.metrics.tokens.labels("prompt").inc(event.usage.get("prompt_tokens", 0))
-        if first is not None and completion > 1:
-            elapsed = time.monotonic() - first
-            if elapsed > 0:
-                self.metrics.token_rate.observe((completion - 1) / elapsed)
-
     async def embed(
         self, texts: list[str], model: str | None = None
     ) -> tuple[str, list[list[float]], int]:
         """Embeddings from the resident (or requested) model: (model id, vectors, tokens)."""
         entry = self._registry.resolve(model) if model else None
-        async with self._exclusive(bounded=True):
+        async with self._slot.hold(bounded=True):
             resident = await self._ensure_resident(entry)
             vectors, tokens = await resident.worker.embed(texts)
         self._arm_idle_timer()
@@ -421,7 +370,7 @@ class ModelManager:
 
     def _on_idle(self, resident: Resident) -> None:
         self._idle_timer = None
-        if self._resident is resident and not self._slot.locked() and not self._closing:
+        if self._resident is resident and not self._slot.busy() and not self._slot.closing:
             logger.info(
                 "unloading %s after %.0f s idle",
                 resident.entry.id,
@@ -431,7 +380,7 @@ class ModelManager:
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _unload_if_still_idle(self, resident: Resident) -> None:
-        async with self._exclusive(bounded=False):
+        async with self._slot.hold(bounded=False):
             if self._resident is resident:
                 await self._unload_locked()
 
@@ -449,14 +398,9 @@ class ModelManager:
 
     async def shutdown(self, drain_seconds: float) -> None:
         """Refuse new work, let the running generation finish, then free the model."""
-        self._closing = True
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        try:
-            async with asyncio.timeout(drain_seconds):
-                await self._slot.acquire()
-            self._slot.release()
-        except TimeoutError:
+        if not await self._slot.drain(drain_seconds):
             logger.warning("generation still running after %.1f s; stopping it", drain_seconds)
         resident, self._resident = self._resident, None
         if resident is not None:

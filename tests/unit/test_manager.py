@@ -399,7 +399,7 @@ async def test_shutdown_drains_then_refuses_new_work(
     queued = asyncio.create_task(generate(manager))
     await eventually(lambda: manager.status()["queue"]["waiting"] == 1, "one waiter")
     stopping = asyncio.create_task(manager.shutdown(drain_seconds=30))
-    await eventually(lambda: manager._closing, "shutdown to begin")
+    await eventually(lambda: not manager.accepting, "shutdown to begin")
 
     with pytest.raises(ShuttingDown):
         await manager.load("beta")

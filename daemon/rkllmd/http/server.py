@@ -24,6 +24,9 @@ class HttpServer:
             # A client that goes away cancels its handler, which aborts its generation.
             handler_cancellation=True,
             shutdown_timeout=2.0,
+            # After an early answer (408, 413) aiohttp reads on to drain the body for
+            # lingering_time (default 10 s); a dripping client need not get that long.
+            lingering_time=1.0,
         )
         self._http = http
         self._inherited = inherited
