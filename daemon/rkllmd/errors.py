@@ -243,3 +243,7 @@ class UnsupportedMediaType(RkllmdError):
 
 class RouteNotFound(RkllmdError):
     code = "not_found"
+
+
+class MethodNotAllowed(RkllmdError):
+    code = "method_not_allowed"

@@ -202,7 +202,9 @@ def list_repo(settings: HubSettings, repo: str, revision: str) -> Listing:
                 token=settings.token or False,
             )
     except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidListing(f"the Hub sent an invalid listing for {repo} ({exc!r})") from None
+        # The exception text may quote request headers (the token): log it, never send it.
+        logger.warning("invalid listing for %s: %s", repo, type(exc).__name__)
+        raise InvalidListing(f"the Hub sent an invalid listing for {repo}") from None
     commit = info.sha
     if not isinstance(commit, str) or not _SHA1.fullmatch(commit):
         raise InvalidListing(f"the Hub listed no valid commit for {repo}")

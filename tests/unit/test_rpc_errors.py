@@ -16,6 +16,7 @@ NOT_RPC = {
     e.PayloadTooLarge,
     e.UnsupportedMediaType,
     e.RouteNotFound,
+    e.MethodNotAllowed,
 }
 
 

@@ -140,7 +140,17 @@ def openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
         path = route.path.replace("{model_id:.+}", "{model_id}")
         if "{model_id}" in path:
             op["parameters"] = [
-                {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                {
+                    "name": "model_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 255,
+                        "pattern": s.MODEL_NAME_PATTERN,
+                    },
+                }
             ]
         paths.setdefault(path, {})[route.method.lower()] = op
     paths["/openapi.json"] = {"get": {"summary": "This document", "responses": _responses()}}
@@ -206,10 +216,11 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response = to_error_response(
             e.RouteNotFound(f"no route for {request.method} {request.path}")
         )
-    except web.HTTPMethodNotAllowed:
+    except web.HTTPMethodNotAllowed as exc:
         response = to_error_response(
-            e.RouteNotFound(f"{request.method} is not allowed on {request.path}")
+            e.MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
         )
+        response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
     except web.HTTPRequestEntityTooLarge:
         response = to_error_response(
             e.PayloadTooLarge(f"request bodies are limited to {http.max_body_bytes} bytes")

@@ -17,11 +17,16 @@ _STATUS: dict[type[e.RkllmdError], int] = {
     e.Forbidden: 403,
     e.ModelNotFound: 404,
     e.RouteNotFound: 404,
+    e.MethodNotAllowed: 405,
     e.RequestTimeout: 408,
+    e.ModelInUse: 409,
     e.ModelPinned: 409,
     e.PayloadTooLarge: 413,
     e.UnsupportedMediaType: 415,
     e.NotAvailable: 501,
+    e.RepoNotFound: 404,
+    e.DownloadFailed: 502,  # the Hub failed or sent something unusable
+    e.InsufficientStorage: 507,
     e.QueueFull: 503,
     e.ShuttingDown: 503,
     e.Aborted: 503,
@@ -32,6 +37,8 @@ _TYPES = {401: "authentication_error", 403: "permission_error"}
 
 
 def http_status(error: e.RkllmdError) -> int:
+    if isinstance(error, e.LoadFailed) and "limit" in error.details:
+        return 400  # the request asked for more context than the model has
     for cls in type(error).__mro__:
         status = _STATUS.get(cls)
         if status is not None:

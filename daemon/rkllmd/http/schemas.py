@@ -9,7 +9,50 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
+
+# Documented in /openapi.json only (the registry, hub.py and selection.py enforce the
+# same rules and pick the error codes); a fuzzer then knows what the daemon accepts.
+# `[\s\S]*` instead of `.*` and a control-character lookahead: ECMA and Python agree.
+MODEL_NAME_PATTERN = (
+    r"^(?![\s\S]*[\x00-\x1f\x7f\\])(?![A-Za-z]:)(?!/)(?!(?:[\s\S]*/)?\.\.?(?:/|$))[\s\S]+$"
+)
+_HUB_NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+REPO_ID_PATTERN = rf"^(?![\s\S]*(?:\.\.|--|\n))(?:{_HUB_NAME})/(?:{_HUB_NAME})$"
+REVISION_PATTERN = r"^(?![\s\S]*(?:\.\.|\n))[A-Za-z0-9_][A-Za-z0-9_./-]{0,254}$"
+REPO_FILE_PATTERN = (
+    r"^(?![\s\S]*[\x00-\x1f\x7f\\])(?!/)(?![\s\S]:)(?!(?:[\s\S]*/)?\.{0,2}(?:/|$))[\s\S]+$"
+)
+GLOB_PATTERN = r"^(?![\s\S]*[\x00-\x1f\\])[\s\S]+$"
+
+
+def _documented(pattern: str, max_length: int, min_length: int = 1) -> Any:
+    return Field(
+        min_length=min_length, max_length=max_length, json_schema_extra={"pattern": pattern}
+    )
+
+
+ModelName = Annotated[str, _documented(MODEL_NAME_PATTERN, 255)]
+RepoId = Annotated[str, _documented(REPO_ID_PATTERN, 200, 3)]
+Glob = Annotated[str, _documented(GLOB_PATTERN, 255)]
+
+
+def _json_number(value: Any) -> Any:
+    """JSON Schema says "5" and true are not numbers; pydantic's lax mode would take them."""
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+def _exactly_false(value: Any) -> Any:
+    """``Literal[False]`` alone also takes 0 (0 == False)."""
+    if value is not False:
+        raise ValueError("not supported: only false is accepted")
+    return value
+
+
+NUMBER = BeforeValidator(_json_number)  # after Field(...), or the schema loses its bounds
+NotSupported = Annotated[Literal[False], BeforeValidator(_exactly_false)]
 
 StopField = (
     Annotated[str, Field(min_length=1, max_length=256)]
@@ -23,7 +66,7 @@ class Body(BaseModel):
 
 
 class ContentPart(Body):
-    type: str
+    type: Annotated[str, Field(json_schema_extra={"enum": ["text"]})]
     text: str | None = None
 
     @field_validator("type")
@@ -48,34 +91,34 @@ class ChatMessageIn(Body):
 
 
 class StreamOptions(Body):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class Sampling(Body):
-    max_tokens: Annotated[int, Field(ge=1, le=1_048_576)] | None = None
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.8
-    top_p: Annotated[float, Field(ge=0.0, le=1.0)] = 0.95
-    top_k: Annotated[int, Field(ge=0, le=1000)] = 40
-    min_p: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
-    repeat_penalty: Annotated[float, Field(gt=0.0, le=10.0)] = 1.0
-    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
-    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
-    seed: Annotated[int, Field(ge=-(2**63), le=2**64 - 1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=1_048_576), NUMBER] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0), NUMBER] = 0.8
+    top_p: Annotated[float, Field(ge=0.0, le=1.0), NUMBER] = 0.95
+    top_k: Annotated[int, Field(ge=0, le=1000), NUMBER] = 40
+    min_p: Annotated[float, Field(ge=0.0, le=1.0), NUMBER] = 0.05
+    repeat_penalty: Annotated[float, Field(gt=0.0, le=10.0), NUMBER] = 1.0
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0), NUMBER] = 0.0
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0), NUMBER] = 0.0
+    seed: Annotated[int, Field(ge=-(2**63), le=2**64 - 1), NUMBER] | None = None
     stop: StopField = None
-    n: Annotated[int, Field(ge=1, le=1, description="only 1 is supported")] = 1
-    ignore_eos: bool = False  # extension (as in vLLM/llama.cpp): generate to max_tokens
-    stream: bool = False
+    n: Annotated[int, Field(ge=1, le=1, description="only 1 is supported"), NUMBER] = 1
+    ignore_eos: StrictBool = False  # extension (as in vLLM/llama.cpp): generate to max_tokens
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    logprobs: Literal[False] | None = Field(None, description="not supported")
+    logprobs: NotSupported | None = Field(None, description="not supported")
 
 
 class ChatCompletionRequest(Sampling):
-    model: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    model: ModelName | None = None
     messages: Annotated[list[ChatMessageIn], Field(min_length=1, max_length=4096)]
-    max_completion_tokens: Annotated[int, Field(ge=1, le=1_048_576)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=1_048_576), NUMBER] | None = None
     tools: Annotated[list[dict[str, Any]], Field(max_length=128)] | None = None
     tool_choice: Any = None
-    enable_thinking: bool | None = None
+    enable_thinking: StrictBool | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
 
@@ -88,12 +131,12 @@ class ChatCompletionRequest(Sampling):
 
 
 class CompletionRequest(Sampling):
-    model: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    model: ModelName | None = None
     prompt: (
         Annotated[str, Field(max_length=4_194_304)]
         | Annotated[list[str], Field(min_length=1, max_length=1)]
     )
-    echo: Literal[False] = False
+    echo: NotSupported = False
     suffix: None = Field(None, description="not supported")
 
     def text(self) -> str:
@@ -101,7 +144,7 @@ class CompletionRequest(Sampling):
 
 
 class EmbeddingRequest(Body):
-    model: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    model: ModelName | None = None
     input: (
         Annotated[str, Field(max_length=1_048_576)]
         | Annotated[
@@ -115,16 +158,26 @@ class EmbeddingRequest(Body):
 
 
 class RockchipLoadRequest(Body):
-    model: Annotated[str, Field(min_length=1, max_length=255)]
-    max_context_len: Annotated[int, Field(ge=1, le=1_048_576)] | None = None
-    num_npu_core: Annotated[int, Field(ge=1, le=3)] | None = None
-    pin: bool | None = None
+    model: ModelName
+    max_context_len: Annotated[int, Field(ge=1, le=1_048_576), NUMBER] | None = None
+    num_npu_core: Annotated[int, Field(ge=1, le=3), NUMBER] | None = None
+    pin: StrictBool | None = None
 
 
 class TabbyLoadRequest(Body):
-    model_name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
-    name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
-    max_seq_len: Annotated[int, Field(ge=1, le=1_048_576)] | None = None
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["model_name"], "properties": {"model_name": {"type": "string"}}},
+                {"required": ["name"], "properties": {"name": {"type": "string"}}},
+            ]
+        },
+    )
+
+    model_name: ModelName | None = None
+    name: ModelName | None = None
+    max_seq_len: Annotated[int, Field(ge=1, le=1_048_576), NUMBER] | None = None
     prompt_template: Annotated[str, Field(max_length=65_536)] | None = None
 
     def model(self) -> str | None:
@@ -132,15 +185,25 @@ class TabbyLoadRequest(Body):
 
 
 class SimpleChatConfig(Body):
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.8
-    maxTokens: Annotated[int, Field(ge=1, le=1_048_576)] | None = None
-    topP: Annotated[float, Field(ge=0.0, le=1.0)] = 0.95
-    presencePenalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
-    frequencyPenalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    temperature: Annotated[float, Field(ge=0.0, le=2.0), NUMBER] = 0.8
+    maxTokens: Annotated[int, Field(ge=1, le=1_048_576), NUMBER] | None = None
+    topP: Annotated[float, Field(ge=0.0, le=1.0), NUMBER] = 0.95
+    presencePenalty: Annotated[float, Field(ge=-2.0, le=2.0), NUMBER] = 0.0
+    frequencyPenalty: Annotated[float, Field(ge=-2.0, le=2.0), NUMBER] = 0.0
 
 
 class SimpleChatRequest(Body):
-    model: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["messages"], "properties": {"messages": {"type": "array"}}},
+                {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+            ]
+        },
+    )
+
+    model: ModelName | None = None
     messages: Annotated[list[ChatMessageIn], Field(min_length=1, max_length=4096)] | None = None
     prompt: Annotated[str, Field(max_length=4_194_304)] | None = None
     config: SimpleChatConfig = SimpleChatConfig()
@@ -149,14 +212,25 @@ class SimpleChatRequest(Body):
 class DownloadRequest(Body):
     """TabbyAPI's download body; ``repo`` is accepted as an alias of ``repo_id``."""
 
-    repo_id: Annotated[str, Field(min_length=3, max_length=200)] | None = None
-    repo: Annotated[str, Field(min_length=3, max_length=200)] | None = None
-    file: Annotated[str, Field(min_length=1, max_length=255)] | None = None
-    revision: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["repo_id"], "properties": {"repo_id": {"type": "string"}}},
+                {"required": ["repo"], "properties": {"repo": {"type": "string"}}},
+            ]
+        },
+    )
+
+    repo_id: RepoId | None = None
+    repo: RepoId | None = None
+    file: Annotated[str, _documented(REPO_FILE_PATTERN, 255)] | None = None
+    revision: Annotated[str, _documented(REVISION_PATTERN, 255)] | None = None
     repo_type: Literal["model"] = "model"
-    include: Annotated[list[Annotated[str, Field(max_length=255)]], Field(max_length=64)] = []
-    exclude: Annotated[list[Annotated[str, Field(max_length=255)]], Field(max_length=64)] = []
-    token: Annotated[str, Field(max_length=1024)] | None = None
+    include: Annotated[list[Glob], Field(max_length=64)] = []
+    exclude: Annotated[list[Glob], Field(max_length=64)] = []
+    # Goes into an HTTP header: printable ASCII only (anything else broke the request).
+    token: Annotated[str, Field(max_length=1024, pattern=r"^[\x21-\x7e]*$")] | None = None
     folder_name: None = Field(None, description="not supported: pulls go to <owner>/<repo>")
 
     def repository(self) -> str:

@@ -81,4 +81,8 @@ class Deadline:
             which = "the request time limit" if self._seen_first else "the first-token time limit"
             raise e.RequestTimeout(f"generation exceeded {which}") from None
         self._seen_first = True
+        if getattr(item, "finish_reason", None) == "abort":
+            # This client is still here, so the daemon stopped the run (shutdown or
+            # unload): say so, rather than let a cut reply pass as a whole one.
+            raise e.Aborted("generation stopped: the daemon is shutting down or unloading")
         return item

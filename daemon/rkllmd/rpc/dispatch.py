@@ -27,7 +27,7 @@ class Dispatcher:
         """Answer one framed request; ``None`` means send nothing."""
         try:
             data = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nesting beyond the C limit
             return error_response(None, PARSE_ERROR, "Parse error")
         if not isinstance(data, list):
             return await self._entry(data, ctx)
@@ -46,7 +46,7 @@ class Dispatcher:
         if not isinstance(entry, dict):
             return error_response(None, INVALID_REQUEST, "Invalid Request")
         params = entry.get("params")
-        if isinstance(params, list):
+        if isinstance(params, list) and _well_formed(entry):
             request_id = entry.get("id")
             if "id" not in entry:
                 return None
@@ -56,3 +56,14 @@ class Dispatcher:
         return await async_dispatch_to_serializable(
             "", methods=self._methods, context=ctx, deserializer=lambda _: entry
         )
+
+
+def _well_formed(entry: dict[str, Any]) -> bool:
+    """A request the library would accept, apart from positional params: only then is
+    "use named parameters" the right answer (and its id safe to echo)."""
+    request_id = entry.get("id")
+    return (
+        entry.get("jsonrpc") == "2.0"
+        and isinstance(entry.get("method"), str)
+        and (request_id is None or type(request_id) in (int, float, str))
+    )
