@@ -1,0 +1,147 @@
+"""100 clients that vanish mid-stream or during prefill, then a burst of hang-ups.
+
+Every run the NPU started is aborted, and afterwards nothing leaked: the
+daemon's fd count is back to its baseline, it has exactly one worker, the queue
+is empty and the next request is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import time
+
+from tests.helpers import wait_for
+from tests.reliability.stress import (
+    CallLog,
+    NpuDaemon,
+    call_log,
+    chat_body,
+    children,
+    fd_count,
+    http_request,
+    npu_daemon,
+    npu_models,
+    open_stream,
+    read_until,
+    record,
+    runs_with,
+    settle_fds,
+    zombies,
+)
+
+__all__ = ["call_log", "npu_daemon", "npu_models"]
+
+ENV = {
+    "RKLLM_DOUBLE_TOKEN_DELAY_US": "10000",
+    "RKLLM_DOUBLE_PREFILL_US": "400",  # ~250 prompt tokens below: ~100 ms of prefill
+    "RKLLMD_QUEUE__MAX_WAITING": "128",
+}
+PADDING = "word " * 200
+
+
+def hang_up(conn: socket.socket) -> None:
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    conn.close()  # RST: the peer vanishes, as a killed client would
+
+
+def test_hundred_vanishing_clients(npu_daemon: NpuDaemon, call_log: CallLog) -> None:
+    daemon = npu_daemon(env=ENV)
+    pid = daemon.proc.pid
+    assert daemon.call("chat", messages=[{"role": "user", "content": "[[say:warm]]"}])
+    workers = children(pid)
+    baseline = fd_count(pid)
+    started = time.monotonic()
+    detect: list[float] = []
+    for i in range(100):
+        marker = f"v{i:03d}"
+        if i % 2 == 0:  # mid-stream: after the first token
+            conn = open_stream(daemon, f"{marker} [[repeat:500]]")
+            read_until(conn, b"data: {")
+            read_until(conn, b"tok")
+        else:  # during prefill: as soon as the NPU has the prompt
+            conn = open_stream(daemon, f"{marker} {PADDING} [[repeat:500]]")
+            wait_for(lambda m=marker: runs_with(call_log, m), 10, "the run", interval=0.005)
+        aborts = len(call_log.calls("rkllm_abort"))
+        t0 = time.monotonic()
+        hang_up(conn)
+        wait_for(
+            lambda n=aborts: len(call_log.calls("rkllm_abort")) > n, 10, "abort", interval=0.005
+        )
+        detect.append(time.monotonic() - t0)
+    elapsed = time.monotonic() - started
+    wait_for(lambda: daemon.call("status")["counters"]["aborted"] == 100, 10, "100 aborted")
+    runs = call_log.runs()
+    assert len(call_log.calls("rkllm_abort")) == 100
+    # A run aborted during prefill never produced a token.
+    status = daemon.call("status")
+    assert status["state"] == "ready" and status["queue"]["waiting"] == 0
+    assert children(pid) == workers and not zombies(pid)
+    fds = settle_fds(pid, baseline)
+    assert fds <= baseline + 2, (fds, baseline)
+    assert "never retrieved" not in daemon.log() and "was destroyed but" not in daemon.log()
+    reply = daemon.call("chat", messages=[{"role": "user", "content": "[[say:still here]]"}])
+    assert reply["message"]["content"] == "still here"
+    detect.sort()
+    record(
+        "disconnects-sequential",
+        clients=100,
+        mid_stream=50,
+        during_prefill=50,
+        runs=len(runs) - 1,
+        aborts=len(call_log.calls("rkllm_abort")),
+        hangup_to_abort_p50_ms=round(detect[49] * 1000, 1),
+        hangup_to_abort_max_ms=round(detect[-1] * 1000, 1),
+        fds_baseline=baseline,
+        fds_after=fds,
+        seconds=round(elapsed, 1),
+    )
+
+
+async def _burst(port: int, clients: int, seed: int) -> None:
+    """Clients that all connect at once and hang up at random moments (many while queued)."""
+    rng = random.Random(seed)
+
+    async def one(i: int) -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            http_request("/v1/chat/completions", chat_body(f"b{i} [[repeat:40]]", stream=True))
+        )
+        await asyncio.sleep(rng.uniform(0, 1.5))
+        writer.transport.abort()
+
+    await asyncio.gather(*(one(i) for i in range(clients)))
+
+
+def test_burst_of_hang_ups_drains_the_queue(npu_daemon: NpuDaemon, call_log: CallLog) -> None:
+    daemon = npu_daemon(env=ENV)
+    pid = daemon.proc.pid
+    assert daemon.call("chat", messages=[{"role": "user", "content": "[[say:warm]]"}])
+    baseline = fd_count(pid)
+    workers = children(pid)
+    asyncio.run(_burst(daemon.http_port, 100, seed=7))
+    wait_for(lambda: daemon.call("status")["queue"]["waiting"] == 0, 15, "the queue to drain")
+    wait_for(lambda: daemon.call("status")["state"] == "ready", 15, "ready")
+    runs = len(call_log.runs()) - 1
+    status = daemon.call("status")
+    counters = status["counters"]
+    # Every run that started either finished or was aborted; nothing is left over.
+    assert counters["completed"] + counters["aborted"] == runs + 1, (counters, runs)
+    assert len(call_log.calls("rkllm_abort")) == counters["aborted"]
+    assert children(pid) == workers and not zombies(pid)
+    fds = settle_fds(pid, baseline)
+    assert fds <= baseline + 2, (fds, baseline)
+    assert "never retrieved" not in daemon.log()
+    reply = daemon.call("chat", messages=[{"role": "user", "content": "[[say:still here]]"}])
+    assert reply["message"]["content"] == "still here"
+    record(
+        "disconnects-burst",
+        clients=100,
+        runs_started=runs,
+        aborted=counters["aborted"],
+        completed_before_hangup=counters["completed"] - 1,
+        never_started=100 - runs,
+        fds_baseline=baseline,
+        fds_after=fds,
+    )

@@ -1,0 +1,198 @@
+"""Slow and big clients: slowloris headers, dripped and oversize bodies, oversize RPC
+lines, 1,000 idle HTTP and 1,000 idle control connections.
+
+Everything is bounded by a timeout or a limit, a normal request is still served
+promptly meanwhile, and the daemon's fd count returns to its baseline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import socket
+import time
+from pathlib import Path
+
+from tests.helpers import DaemonProcess, wait_for
+from tests.reliability.stress import (
+    NpuDaemon,
+    call_log,
+    fd_count,
+    npu_daemon,
+    npu_models,
+    record,
+    settle_fds,
+)
+
+__all__ = ["call_log", "npu_daemon", "npu_models"]
+
+KEEPALIVE = 2.0
+BODY_TIMEOUT = 2.0
+MAX_BODY = 1 << 20
+IDLE = 1000
+ENV = {
+    "RKLLMD_HTTP__KEEPALIVE_SECONDS": str(KEEPALIVE),
+    "RKLLMD_HTTP__BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
+    "RKLLMD_HTTP__MAX_BODY_BYTES": str(MAX_BODY),
+}
+
+
+def served_promptly(daemon: DaemonProcess) -> float:
+    """One normal HTTP request and one RPC call; the slower of the two, in seconds."""
+    t0 = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", daemon.http_port), timeout=5) as conn:
+        conn.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert conn.recv(100).startswith(b"HTTP/1.1 200")
+    http = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    assert daemon.call("status")["state"] == "ready"
+    return max(http, time.perf_counter() - t0)
+
+
+def closed_after(
+    conn: socket.socket, drip: bytes | None, limit: float
+) -> tuple[float, bytes, float | None]:
+    """Drip ``drip`` every 0.5 s until the server closes.
+
+    (seconds until closed, what it answered, seconds until the answer began)
+    """
+    conn.settimeout(0.5)
+    t0 = time.monotonic()
+    answer = b""
+    answered: float | None = None
+    while time.monotonic() - t0 < limit:
+        try:
+            if drip is not None:
+                conn.sendall(drip)
+            chunk = conn.recv(4096)
+            if not chunk:
+                return time.monotonic() - t0, answer, answered
+            if answered is None:
+                answered = time.monotonic() - t0
+            answer += chunk
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - t0, answer, answered
+    raise AssertionError(f"still open after {limit} s")
+
+
+def test_slowloris_dripped_and_oversize(npu_daemon: NpuDaemon) -> None:
+    daemon = npu_daemon(env=ENV)
+    pid = daemon.proc.pid
+    baseline = fd_count(pid)
+    port = daemon.http_port
+    # Headers dripped one line at a time, forever.
+    loris = socket.create_connection(("127.0.0.1", port))
+    loris.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    loris_seconds, _, _ = closed_after(loris, b"X-Drip: 1\r\n", 30)
+    loris.close()
+    # A body dripped one byte at a time after complete headers: 408.
+    drip = socket.create_connection(("127.0.0.1", port))
+    drip.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+    )
+    drip_seconds, answer, drip_answered = closed_after(drip, b" ", 30)
+    drip.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    # An oversize body: 413 with an OpenAI-shaped error, before the body is read.
+    big = socket.create_connection(("127.0.0.1", port), timeout=10)
+    payload = b'{"messages": "' + b"x" * (MAX_BODY + 10) + b'"}'
+    big.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+        + f"\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+    )
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        big.sendall(payload)
+    reply = big.recv(65536)
+    big.close()
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert b'"error"' in reply
+    # An oversize RPC line: an Invalid Request answer, the connection closed.
+    rpc = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    rpc.settimeout(10)
+    rpc.connect(str(daemon.socket))
+    line = b'{"jsonrpc": "2.0", "id": 1, "method": "status", "params": {"x": "' + b"y" * (2 << 20)
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        rpc.sendall(line)  # the daemon answers and hangs up before it is all sent
+    received = b""
+    with contextlib.suppress(ConnectionResetError):  # unread input makes the close an RST
+        while chunk := rpc.recv(65536):
+            received += chunk
+    rpc.close()
+    if received:  # the answer, when it beat the reset, is an Invalid Request
+        error = json.loads(received.splitlines()[0])
+        assert error["error"]["code"] == -32600 and error["id"] is None
+    prompt = served_promptly(daemon)
+    fds = settle_fds(pid, baseline)
+    assert fds <= baseline + 2
+    assert loris_seconds < KEEPALIVE * 3 + 2
+    # 408 once the body timeout passes; aiohttp then lingers up to 10 s reading the
+    # rest of the announced body before it closes.
+    assert drip_answered is not None and drip_answered < BODY_TIMEOUT + 2
+    assert drip_seconds < BODY_TIMEOUT + 10 + 3
+    record(
+        "slow-and-big-clients",
+        slowloris_cut_after_s=round(loris_seconds, 1),
+        keepalive_s=KEEPALIVE,
+        dripped_body_408_after_s=round(drip_answered, 1),
+        dripped_body_closed_after_s=round(drip_seconds, 1),
+        body_timeout_s=BODY_TIMEOUT,
+        oversize_body_status=413,
+        oversize_rpc_line="-32600 + close",
+        normal_request_ms=round(prompt * 1000, 1),
+        fds_baseline=baseline,
+        fds_after=fds,
+    )
+
+
+def test_thousand_idle_connections(npu_daemon: NpuDaemon, npu_models: Path) -> None:
+    daemon = npu_daemon(env=ENV)
+    pid = daemon.proc.pid
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    daemon_limit = int(
+        next(
+            line.split()[3]
+            for line in Path(f"/proc/{pid}/limits").read_text().splitlines()
+            if line.startswith("Max open files")
+        )
+    )
+    assert soft > 2 * IDLE + 100, "the test itself needs the descriptors"
+    baseline = fd_count(pid)
+    http = [socket.create_connection(("127.0.0.1", daemon.http_port)) for _ in range(IDLE)]
+    control = []
+    for _ in range(IDLE):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(str(daemon.socket))
+        control.append(sock)
+    wait_for(lambda: fd_count(pid) >= baseline + 2 * IDLE - 10, 10, "the daemon to accept all")
+    peak = fd_count(pid)
+    assert peak < daemon_limit
+    during = served_promptly(daemon)
+    chat = daemon.call("chat", messages=[{"role": "user", "content": "[[say:fine]]"}])
+    assert chat["message"]["content"] == "fine"
+    # Idle HTTP connections are closed by the keep-alive timeout.
+    t0 = time.monotonic()
+    wait_for(lambda: fd_count(pid) <= baseline + IDLE + 10, KEEPALIVE * 3 + 5, "HTTP idle close")
+    http_closed = time.monotonic() - t0
+    for sock in http:
+        sock.close()
+    # Idle control connections stay (local admins) and cost one fd each until they go.
+    for sock in control:
+        sock.close()
+    fds = settle_fds(pid, baseline)
+    assert fds <= baseline + 2, (fds, baseline)
+    assert served_promptly(daemon) < 1.0 and during < 1.0
+    record(
+        "idle-connections",
+        http_idle=IDLE,
+        control_idle=IDLE,
+        fds_baseline=baseline,
+        fds_peak=peak,
+        daemon_fd_limit=daemon_limit,
+        normal_request_during_ms=round(during * 1000, 1),
+        http_idle_closed_within_s=round(http_closed, 1),
+        fds_after=fds,
+    )
