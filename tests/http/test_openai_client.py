@@ -236,3 +236,13 @@ def test_slow_body_gets_408_and_idle_keepalive_closes(start_daemon, models_dir) 
         started = time.monotonic()
         assert idle.recv(4096) == b""  # the server closed the idle keep-alive connection
         assert time.monotonic() - started < 9
+
+
+def test_malformed_http_does_not_flood_the_log(start_daemon, models_dir) -> None:  # type: ignore[no-untyped-def]
+    daemon = start_daemon(models_dir, args=["--log-level", "info"])
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", daemon.http_port), timeout=10) as conn:
+            conn.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bad: a\x00b\r\n\r\n")
+            assert b" 400 " in conn.recv(4096).split(b"\r\n", 1)[0]
+    assert "Traceback" not in daemon.log() and "Error handling request" not in daemon.log()
+    assert daemon.call("status")["state"] == "idle"

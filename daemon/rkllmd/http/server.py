@@ -6,10 +6,23 @@ import logging
 import socket
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..config import HttpSection, parse_listen
 
 logger = logging.getLogger(__name__)
+
+
+class _QuietMalformedRequests(logging.Filter):
+    """Malformed HTTP (bad headers, overlong URLs) is the client's fault: one debug line,
+    not an ERROR with a traceback that any client could use to flood the journal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and record.levelno > logging.DEBUG:
+            logger.debug("refused a malformed HTTP request: %s", exc)
+            return False
+        return True
 
 
 class HttpServer:
@@ -30,6 +43,8 @@ class HttpServer:
         )
         self._http = http
         self._inherited = inherited
+        self._quiet = _QuietMalformedRequests()
+        logging.getLogger("aiohttp.server").addFilter(self._quiet)
         self._site: web.BaseSite | None = None
 
     async def start(self) -> str:
@@ -50,3 +65,4 @@ class HttpServer:
 
     async def close(self) -> None:
         await self._runner.cleanup()
+        logging.getLogger("aiohttp.server").removeFilter(self._quiet)
