@@ -13,28 +13,25 @@ import contextlib
 import logging
 import os
 import re
-import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import watchfiles
 
+from rkllmd import modelscan
 from rkllmd.errors import AmbiguousModel, InvalidModelName, ModelNotFound
 from rkllmd.metadata import NO_META, ModelMeta
-from rkllmd.metadata import collect as collect_metadata
+from rkllmd.modelscan import CONTROL, DRIVE, TEMP_SUFFIXES, Seen, Walk
 
 logger = logging.getLogger(__name__)
 
-MODEL_EXTENSIONS = (".gguf", ".rkllm")
-TEMP_SUFFIXES = (".part", ".incomplete", ".tmp", ".partial", ".download")
 MAX_NAME_LENGTH = 255
 
-_MAX_DEPTH = 32  # bind mounts can still form cycles although symlinked dirs are skipped
 _MTIME_SLACK = 2.0  # FAT rounds mtimes down by up to 2 s, so a fresh file can look old
 _RECHECK_MARGIN = 0.02  # so the re-check lands after the settle window, not on its edge
 _DEBOUNCE_MS = 300
@@ -42,8 +39,6 @@ _IDLE_YIELD_MS = 500  # awatch yields this often when idle, so due rescans can r
 _MISSING_POLL = 1.0
 _MAX_BACKOFF = 30.0
 _IDS_IN_MESSAGE = 20
-_DRIVE = re.compile(r"[A-Za-z]:")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,137 +68,12 @@ class ModelEntry:
 # --- the filesystem walk (runs in a worker thread) ---------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Seen:
-    relpath: str
-    realpath: str
-    size: int
-    mtime_ns: int
-    mtime: float
-
-
-@dataclass(slots=True)
-class _Walk:
-    started: float  # monotonic, before the first stat
-    wall: float  # time.time() before the first stat
-    finished: float = 0.0  # monotonic, after the last stat
-    exists: bool = True
-    failed: bool = False  # the root itself could not be listed
-    files: list[_Seen] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)  # symlinks leading outside
-    unnamable: list[str] = field(default_factory=list)
-    meta: dict[str, ModelMeta] = field(default_factory=dict)
-
-
-def _is_nameable(relpath: str) -> bool:
-    """False for names no request could ever spell (see `_validate`)."""
-    try:
-        relpath.encode("utf-8")  # undecodable bytes arrive as lone surrogates
-    except UnicodeEncodeError:
-        return False
-    return "\\" not in relpath and not _CONTROL.search(relpath) and not _DRIVE.match(relpath)
-
-
-def _walk(models_dir: Path) -> _Walk:
-    walk = _Walk(started=time.monotonic(), wall=time.time())
-    root = os.path.realpath(models_dir)
-    if not Path(root).is_dir():
-        walk.exists = False
-    else:
-        stack: list[tuple[str, str, int]] = [("", root, 0)]
-        while stack:
-            _scan_dir(*stack.pop(), root=root, walk=walk, stack=stack)
-        # Files a pull is still publishing (or under an unreadable manifest) stay hidden.
-        hidden, walk.meta = collect_metadata(Path(root), [f.relpath for f in walk.files])
-        walk.files = [f for f in walk.files if f.relpath not in hidden]
-    walk.finished = time.monotonic()
-    return walk
-
-
-def _scan_dir(
-    rel_dir: str,
-    abs_dir: str,
-    depth: int,
-    *,
-    root: str,
-    walk: _Walk,
-    stack: list[tuple[str, str, int]],
-) -> None:
-    try:
-        with os.scandir(abs_dir) as it:
-            for de in it:
-                if de.name.startswith("."):  # hidden: download staging, editor files
-                    continue
-                rel = f"{rel_dir}/{de.name}" if rel_dir else de.name
-                if de.is_dir(follow_symlinks=False):
-                    if depth < _MAX_DEPTH:
-                        stack.append((rel, de.path, depth + 1))
-                elif de.name.lower().endswith(MODEL_EXTENSIONS):  # so never a temp suffix
-                    _visit_file(de, rel, root, walk)
-    except OSError as exc:
-        walk.failed = walk.failed or not rel_dir
-        logger.warning("cannot list models folder %r: %s", rel_dir or ".", exc.strerror)
-
-
-def _visit_file(de: os.DirEntry[str], rel: str, root: str, walk: _Walk) -> None:
-    if not _is_nameable(rel):
-        walk.unnamable.append(rel)
-        return
-    try:
-        if de.is_symlink():
-            real = _resolve_inside(root, rel)
-            if real is None:
-                walk.rejected.append(rel)
-                return
-            st = Path(real).stat()
-        else:
-            real = de.path  # the root is real and symlinked dirs are never entered
-            st = de.stat(follow_symlinks=False)
-    except OSError:  # vanished mid-walk or dangling: the next scan decides
-        return
-    if stat.S_ISREG(st.st_mode):
-        walk.files.append(_Seen(rel, real, st.st_size, st.st_mtime_ns, st.st_mtime))
-
-
-def _resolve_inside(root: str, rel: str) -> str | None:
-    """The real path of ``root/rel``, or None if a link on the way leads out of ``root``.
-
-    Unlike ``os.path.realpath`` it follows links one at a time and never touches
-    (not even lstat) anything outside ``root``: a link pointing out is rejected from
-    its text alone. ``root`` must be real, so its ancestors hold no links."""
-    current, pending, links = "/", [*root.split("/"), *rel.split("/")], 0
-    while pending:
-        part = pending.pop(0)
-        if part in ("", "."):
-            continue
-        candidate = str(Path(current).parent) if part == ".." else f"{current.rstrip('/')}/{part}"
-        if candidate != root and not candidate.startswith(root + "/"):
-            if candidate == "/" or root.startswith(candidate.rstrip("/") + "/"):
-                current = candidate  # an ancestor of the root: real, nothing to follow
-                continue
-            return None
-        if not Path(candidate).is_symlink():
-            current = candidate
-            continue
-        links += 1
-        if links > 40:
-            raise OSError("too many levels of symbolic links")  # a loop: skipped like ELOOP
-        target = str(Path(candidate).readlink())
-        if target.startswith("/"):
-            current = "/"
-        pending[:0] = target.split("/")
-    return current if current.startswith(root + "/") else None
-
-
-# --- ids and the lookup snapshot ---------------------------------------------------
-
-
 def _strip_ext(name: str) -> str:
     return name.rsplit(".", 1)[0]
 
 
 def _build_entries(
-    files: Iterable[_Seen], metas: dict[str, ModelMeta] | None = None
+    files: Iterable[Seen], metas: dict[str, ModelMeta] | None = None
 ) -> tuple[ModelEntry, ...]:
     metas = metas or {}
     files = list(files)
@@ -290,9 +160,9 @@ def _validate(name: str) -> None:
     problem = None
     if len(name) > MAX_NAME_LENGTH:
         problem = f"is longer than {MAX_NAME_LENGTH} characters"
-    elif _CONTROL.search(name):
+    elif CONTROL.search(name):
         problem = "contains control characters"
-    elif name.startswith(("/", "\\")) or _DRIVE.match(name):
+    elif name.startswith(("/", "\\")) or DRIVE.match(name):
         problem = "must not be an absolute path"
     elif ".." in re.split(r"[/\\]", name):
         problem = "must not contain '..'"
@@ -417,7 +287,7 @@ class ModelRegistry:
                 return  # another caller's scan began after our request: nothing to add
             self._scans_started += 1
             number = self._scans_started
-            walk = await asyncio.to_thread(_walk, self._dir)
+            walk = await asyncio.to_thread(modelscan.walk, self._dir)
             self._apply(walk)
             self._last_finished = number
 
@@ -465,7 +335,7 @@ class ModelRegistry:
 
     # --- reconciling a walk with the published set ---
 
-    def _apply(self, walk: _Walk) -> None:
+    def _apply(self, walk: Walk) -> None:
         if walk.failed:
             return  # root unreadable (EIO, EACCES): keep the models we know about
         self._note_missing(walk.exists)
@@ -477,9 +347,9 @@ class ModelRegistry:
         if due is not None:
             self._schedule_recheck(due)
 
-    def _settle_files(self, walk: _Walk) -> tuple[list[_Seen], float | None]:
+    def _settle_files(self, walk: Walk) -> tuple[list[Seen], float | None]:
         observed: dict[str, tuple[tuple[str, int, int], float]] = {}
-        settled: list[_Seen] = []
+        settled: list[Seen] = []
         due: float | None = None
         for seen in walk.files:
             if seen.size == 0:

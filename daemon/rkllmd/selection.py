@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .errors import ChooseModelFile, InvalidParams, ModelNotFound
 from .hub import Listing, RepoFile
-from .registry import MODEL_EXTENSIONS
+from .modelscan import MODEL_EXTENSIONS
 
 MAX_PATTERNS = 64
 MAX_PATTERN_LENGTH = 256
