@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 import openai  # noqa: E402
 from rkllmd.backends.base import ChatMessage, GenerateRequest, LoadOptions, Sampling  # noqa: E402
-from rkllmd.backends.llamacpp import LlamaCppBackend  # noqa: E402
+from rkllmd.backends.llamacpp import LlamaCppBackend, default_threads  # noqa: E402
 
 from tests.helpers import MODEL_ID, DaemonProcess, place_model, short_tempdir  # noqa: E402
 
@@ -33,7 +33,7 @@ PROMPT = "Write a long story about a lighthouse keeper."
 
 
 def in_process(runs: int, tokens: int, threads: int) -> list[tuple[float, float]]:
-    backend = LlamaCppBackend(LoadOptions(ctx_size=4096, threads=threads))
+    backend = LlamaCppBackend(LoadOptions(ctx_size=4096, threads=threads or default_threads()))
     backend.load(REPO / "models" / f"{MODEL_ID}.gguf", LoadOptions())
     request = GenerateRequest(
         messages=(ChatMessage("user", PROMPT),),
@@ -104,7 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="0: the daemon default")
     args = parser.parse_args()
 
     local = summarise(in_process(args.runs, args.tokens, args.threads))

@@ -57,7 +57,7 @@ class LlamaCppBackend:
     def load(self, path: Path, options: LoadOptions) -> dict[str, Any]:
         check_gguf_header(path)
         ctx_size = _pick(options.ctx_size, self._defaults.ctx_size, 4096)
-        threads = _pick(options.threads, self._defaults.threads, 0) or (os.cpu_count() or 1)
+        threads = _pick(options.threads, self._defaults.threads, 0) or default_threads()
         batch = _pick(options.batch_size, self._defaults.batch_size, 512)
         self._threads = threads
         try:
@@ -279,6 +279,14 @@ def _emit_rest(text: TextStream, emit: EmitText) -> None:
     rest = text.finish()
     if rest:
         emit(rest)
+
+
+def default_threads() -> int:
+    """Half the cores: decode is memory-bound, so more threads rarely help, and a
+    core left free keeps the daemon and its clients from stalling llama.cpp's
+    spinning threads (first-token latency doubled on 2 cores with all of them).
+    On an RK3588 this is 4, the number of big cores."""
+    return max(1, (os.cpu_count() or 1) // 2)
 
 
 def _pick(*values: int | None) -> int:

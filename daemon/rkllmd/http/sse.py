@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
@@ -11,6 +10,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from .. import errors as e
+from ..wirejson import dumps
 
 T = TypeVar("T")
 
@@ -23,7 +23,7 @@ NDJSON_HEADERS = {"Content-Type": "application/x-ndjson", "Cache-Control": "no-c
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    return dumps(obj)
 
 
 class EventStream:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
-import json
 import logging
 import os
 import select
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AlreadyRunning, ConfigError
+from ..wirejson import dumps_line
 from .dispatch import Dispatcher
 from .errors import INVALID_REQUEST, error_response
 from .methods import CallContext, Peer
@@ -97,7 +97,7 @@ class Connection:
         self._lock = asyncio.Lock()
 
     async def send(self, message: Any) -> None:
-        data = json.dumps(message, ensure_ascii=False).encode() + b"\n"
+        data = dumps_line(message)
         async with self._lock:
             if self._writer.is_closing():
                 raise ConnectionResetError("control client went away")

@@ -7,8 +7,11 @@ Only ``load`` may come first; a worker hosts exactly one model for its life.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
+
+from ..wirejson import dumps_line
 
 # Commands
 LOAD = "load"
@@ -30,11 +33,11 @@ MAX_LINE_BYTES = 64 * 1024 * 1024
 
 
 def encode(kind: str, **fields: Any) -> bytes:
-    return json.dumps({"kind": kind, **fields}, ensure_ascii=False).encode() + b"\n"
+    return dumps_line({"kind": kind, **fields})
 
 
 def decode(line: bytes) -> dict[str, Any]:
-    message = json.loads(line)
+    message = orjson.loads(line)
     if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
         raise ValueError("worker message is not an object with a kind")
     return message
