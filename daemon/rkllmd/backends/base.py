@@ -54,6 +54,29 @@ class Sampling:
     # backends whose runtime cannot do this ignore it and say so in their props.
     ignore_eos: bool = False
 
+    @classmethod
+    def from_request(cls, fields: Any, max_tokens: int | None, default_max: int) -> Sampling:
+        """From a validated wire body (RPC or HTTP) that names the fields as we do.
+
+        A seed of -1 means "random", as in llama.cpp; others wrap to the runtimes'
+        32-bit seeds. ``stop`` may be one string or a list.
+        """
+        stop = fields.stop
+        seed = fields.seed
+        return cls(
+            max_tokens=max_tokens or default_max,
+            temperature=fields.temperature,
+            top_p=fields.top_p,
+            top_k=fields.top_k,
+            min_p=fields.min_p,
+            repeat_penalty=fields.repeat_penalty,
+            presence_penalty=fields.presence_penalty,
+            frequency_penalty=fields.frequency_penalty,
+            seed=None if seed is None or seed == -1 else seed % 2**32,
+            stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
+            ignore_eos=fields.ignore_eos,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:

@@ -32,20 +32,7 @@ FINISH = {"stop": "stop", "length": "length", "abort": "stop"}
 
 
 def sampling_from(body: s.Sampling, max_tokens: int | None, default_max: int) -> DomainSampling:
-    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    return DomainSampling(
-        max_tokens=max_tokens or default_max,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        top_k=body.top_k,
-        min_p=body.min_p,
-        repeat_penalty=body.repeat_penalty,
-        presence_penalty=body.presence_penalty,
-        frequency_penalty=body.frequency_penalty,
-        seed=None if body.seed is None else body.seed % 2**32,
-        stop=stop,
-        ignore_eos=body.ignore_eos,
-    )
+    return DomainSampling.from_request(body, max_tokens, default_max)
 
 
 def chat_request(body: s.ChatCompletionRequest, default_max: int) -> GenerateRequest:

@@ -214,20 +214,7 @@ def _chat_message(parts: dict[str, list[str]], calls: list[ToolCall]) -> dict[st
 
 
 def to_generate_request(p: s.ChatParams, default_max_tokens: int) -> GenerateRequest:
-    stop = (p.stop,) if isinstance(p.stop, str) else tuple(p.stop or ())
-    sampling = Sampling(
-        max_tokens=p.max_tokens or default_max_tokens,
-        temperature=p.temperature,
-        top_p=p.top_p,
-        top_k=p.top_k,
-        min_p=p.min_p,
-        repeat_penalty=p.repeat_penalty,
-        presence_penalty=p.presence_penalty,
-        frequency_penalty=p.frequency_penalty,
-        seed=None if p.seed in (None, -1) else p.seed,
-        stop=stop,
-        ignore_eos=p.ignore_eos,
-    )
+    sampling = Sampling.from_request(p, p.max_tokens, default_max_tokens)
     messages = tuple(
         ChatMessage(m.role, m.content, tuple(m.tool_calls or ()), m.tool_call_id)
         for m in p.messages
