@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rkllmd.rpc import schemas as rpc_schemas
 
-from tests.helpers import DaemonProcess, running_daemon, short_tempdir
+from tests.helpers import REPO, DaemonProcess, running_daemon, short_tempdir
 
 MODEL_ID = "Qwen2.5-0.5B-Instruct_W8A8_RK3588"
 MAX_BATCH = 100
@@ -48,7 +49,18 @@ PARAMS = {
     "pull": rpc_schemas.PullParams,
     "remove": rpc_schemas.RemoveParams,
 }
-LEAKS = ("Traceback", 'File "', ".py", "site-packages", "/work/", "/tmp/", "/usr/", "rkllmd.")
+# Markers of an internal detail reaching a client: tracebacks, module names, and the
+# directories the code and its temp files live in (derived here, never hard-coded).
+LEAKS = (
+    "Traceback",
+    'File "',
+    ".py",
+    "site-packages",
+    str(REPO),
+    tempfile.gettempdir() + "/",
+    "/usr/",
+    "rkllmd.",
+)
 
 FUZZ = settings(
     derandomize=True,
