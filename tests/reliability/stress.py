@@ -10,10 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.backends.conftest import MODEL_ID, CallLog, NpuDaemon, call_log, npu_daemon, npu_models
+from tests.backends.conftest import MODEL_ID, CallLog
 from tests.helpers import DaemonProcess
-
-__all__ = ["MODEL_ID", "CallLog", "NpuDaemon", "call_log", "npu_daemon", "npu_models"]
 
 
 def record(scenario: str, **figures: Any) -> None:

@@ -12,17 +12,14 @@ import random
 import socket
 import time
 
+from tests.backends.conftest import NpuDaemon
 from tests.helpers import wait_for
 from tests.reliability.stress import (
     CallLog,
-    NpuDaemon,
-    call_log,
     chat_body,
     children,
     fd_count,
     http_request,
-    npu_daemon,
-    npu_models,
     open_stream,
     read_until,
     record,
@@ -30,8 +27,6 @@ from tests.reliability.stress import (
     settle_fds,
     zombies,
 )
-
-__all__ = ["call_log", "npu_daemon", "npu_models"]
 
 ENV = {
     "RKLLM_DOUBLE_TOKEN_DELAY_US": "10000",

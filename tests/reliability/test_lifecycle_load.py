@@ -12,20 +12,15 @@ from typing import Any
 
 import aiohttp
 
+from tests.backends.conftest import NpuDaemon
 from tests.fixtures.build_double import write_model
 from tests.helpers import DaemonProcess, wait_for
 from tests.reliability.stress import (
     MODEL_ID,
     CallLog,
-    NpuDaemon,
-    call_log,
     children,
-    npu_daemon,
-    npu_models,
     record,
 )
-
-__all__ = ["call_log", "npu_daemon", "npu_models"]
 
 ENV = {"RKLLM_DOUBLE_TOKEN_DELAY_US": "10000"}
 STREAMS = 4

@@ -15,21 +15,16 @@ from typing import Any
 
 import pytest
 
+from tests.backends.conftest import NpuDaemon
 from tests.fixtures.build_double import write_model
 from tests.helpers import DaemonProcess, RpcError, wait_for
 from tests.reliability.stress import (
     MODEL_ID,
     CallLog,
-    NpuDaemon,
-    call_log,
     children,
-    npu_daemon,
-    npu_models,
     record,
     zombies,
 )
-
-__all__ = ["call_log", "npu_daemon", "npu_models"]
 
 BROKEN = "Qwen2.5-broken"
 FAST_CHECKS = 1_000_000  # WATCHDOG_USEC: the stuck check then runs every 0.5 s

@@ -15,20 +15,15 @@ from typing import Any
 
 import aiohttp
 
+from tests.backends.conftest import NpuDaemon
 from tests.helpers import DaemonProcess, RpcClient, wait_for
 from tests.reliability.stress import (
     MODEL_ID,
     CallLog,
-    NpuDaemon,
-    call_log,
-    npu_daemon,
-    npu_models,
     p99,
     record,
     rss_bytes,
 )
-
-__all__ = ["call_log", "npu_daemon", "npu_models"]
 
 QUEUE = 32
 STORM = 200

@@ -14,18 +14,13 @@ import socket
 import time
 from pathlib import Path
 
+from tests.backends.conftest import NpuDaemon
 from tests.helpers import DaemonProcess, wait_for
 from tests.reliability.stress import (
-    NpuDaemon,
-    call_log,
     fd_count,
-    npu_daemon,
-    npu_models,
     record,
     settle_fds,
 )
-
-__all__ = ["call_log", "npu_daemon", "npu_models"]
 
 KEEPALIVE = 2.0
 BODY_TIMEOUT = 2.0
