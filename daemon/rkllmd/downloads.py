@@ -248,13 +248,10 @@ class ModelStore:
                 raise ModelInUse(f"{repo} is being pulled; cancel the pull first")
 
     async def _free(self, entries: list[ModelEntry], force: bool) -> None:
-        # "loaded" compares paths (ids can change when a new file shares a stem).
-        loaded = [m["id"] for m in self._manager.list_models() if m.get("loaded")]
+        # The model the worker holds, or is loading or unloading; a failed one is free.
         status = self._manager.status()
-        if status["state"] in ("loading", "unloading") and status["model"]:
-            loaded.append(status["model"])
-        ids = {e.id for e in entries}
-        resident = next((i for i in loaded if i in ids), None)
+        busy = status["model"] if status["state"] not in ("idle", "failed") else None
+        resident = busy if busy in {e.id for e in entries} else None
         if resident is None:
             return
         if not force:

@@ -147,10 +147,6 @@ class PullJob:
         assert self._result is not None
         return self._result
 
-    @property
-    def finished(self) -> bool:
-        return self._finished.is_set()
-
     def snapshot(self) -> dict[str, Any]:
         return self._last if self._last is not None else self._event()
 

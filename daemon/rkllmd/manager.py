@@ -130,12 +130,16 @@ class ModelManager:
             "counters": dict(self.counters),
             "version": __version__,
             # Native runtime facts of the resident model (RKLLM: library, version, driver).
-            "runtime": self.props().get("runtime"),
+            "runtime": self.prop("runtime"),
         }
 
     def props(self) -> dict[str, Any]:
         """Properties the backend reported for the resident model ({} when none)."""
         return dict(self._resident.props) if self._resident else {}
+
+    def prop(self, key: str) -> Any:
+        """One property of the resident model, without copying them all (per request)."""
+        return self._resident.props.get(key) if self._resident else None
 
     def list_models(self) -> list[dict[str, Any]]:
         # Rendered once per (published model set, resident model): with 1,000 models,
@@ -241,6 +245,7 @@ class ModelManager:
             entry, options, props, worker, pinned=self._pinned_by_config(entry)
         )
         self._set_state(State.READY)
+        self.metrics.load_seconds.observe(time.monotonic() - started)
         logger.info(
             "loaded %s in %.2f s (worker pid %d)", entry.id, time.monotonic() - started, worker.pid
         )

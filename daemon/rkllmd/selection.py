@@ -35,10 +35,6 @@ class Selection:
     def files(self) -> tuple[RepoFile, ...]:
         return self.extras + self.models  # model files last: published last
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.size for f in self.files)
-
 
 def check_patterns(patterns: Sequence[str] | None, what: str) -> tuple[str, ...]:
     patterns = tuple(patterns or ())

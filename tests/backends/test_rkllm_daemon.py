@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from typing import Any
@@ -260,14 +261,16 @@ def test_runs_that_did_not_end_normally_are_not_reused(
     extra: dict[str, Any] = {"stop": ["four"]} if how == "stop_string" else {}
     if how == "max_tokens_on_12":
         extra = {"max_tokens": 2}
-    reply = ""
-    try:
+    if how == "error":
+        with pytest.raises(RpcError) as err:  # the injected ERROR must really happen
+            chat(daemon, first, **extra)
+        assert err.value.data["code"] == "generation_failed"
+        reply = ""
+    else:
         reply = chat(daemon, first, **extra)["message"]["content"]
-    except RpcError as exc:
-        assert exc.data["code"] == "generation_failed"
     follow = [*first, {"role": "assistant", "content": reply}, *msgs(("user", "next"))]
     mark = call_log.mark()
-    with __import__("contextlib").suppress(RpcError):
+    with contextlib.suppress(RpcError):  # the double may fail this run too; only its start matters
         chat(daemon, follow)
     assert [c["fn"] for c in runs_since(call_log, mark)][:1] == ["rkllm_clear_kv_cache"]
 
@@ -425,3 +428,22 @@ def test_doctor_shows_the_runtime_of_the_resident_model(npu_daemon: NpuDaemon) -
     assert checks["daemon"]["status"] == "ok"
     assert "RKLLM runtime 1.3.0 (driver 0.9.8)" in checks["daemon"]["detail"]
     assert checks["memory"]["status"] in ("ok", "warn")
+
+
+def test_length_capped_turn_on_13_is_reused(npu_daemon: NpuDaemon, call_log: CallLog) -> None:
+    """Runtime 1.3 ends the run at max_new_tokens itself: the cache stays valid."""
+    daemon = npu_daemon()
+    first = msgs(("user", "[[say:one two three four five six seven]]"))
+    capped = chat(daemon, first, max_tokens=2)
+    assert capped["finish_reason"] == "length" and capped["usage"]["completion_tokens"] == 2
+    follow = [
+        *first,
+        {"role": "assistant", "content": capped["message"]["content"]},
+        *msgs(("user", "next")),
+    ]
+    mark = call_log.mark()
+    result = chat(daemon, follow)
+    calls = runs_since(call_log, mark)
+    assert [c["fn"] for c in calls] == ["rkllm_run"]  # no clear_kv_cache
+    assert calls[0]["kv_tokens_before"] > 0 and result["usage"]["cached_tokens"] > 0
+    assert not calls[0]["input"].startswith("<|im_start|>system")

@@ -109,12 +109,10 @@ def test_hang_is_ended_by_the_stuck_watchdog(npu_daemon: NpuDaemon, broken: str)
     env = fail_env("hang", RKLLM_DOUBLE_FAIL_AFTER="1", RKLLMD_WORKER__STUCK_SECONDS="1")
     daemon = npu_daemon(env=env, load=False)
     daemon.call("load", model=broken)
-    started = time.monotonic()
     with pytest.raises(RpcError) as err:
         hello(daemon, "[[repeat:9]]")
     assert err.value.data["code"] == "backend_crashed"
     assert "stopped responding" in err.value.error["message"]
-    assert time.monotonic() - started < 30
     recovers(daemon)
 
 

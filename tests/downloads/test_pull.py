@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -23,9 +22,7 @@ def sha256(path: Path) -> str:
 
 
 def test_pull_publishes_a_loadable_model_with_metadata(store_daemon, smol_repo: Repo) -> None:
-    started = time.monotonic()
     result, events = pull(store_daemon, repo=REPO_ID)
-    elapsed = time.monotonic() - started
 
     assert result["id"] == STEM and result["models"] == [STEM]
     assert result["commit"] == smol_repo.commit and result["revision"] == "main"
@@ -47,7 +44,6 @@ def test_pull_publishes_a_loadable_model_with_metadata(store_daemon, smol_repo: 
     moving = [e for e in events if e["stage"] == "downloading" and e["file"]]
     assert all(e["total"] == result["downloaded_bytes"] for e in moving)
     assert all(0 <= e["fraction"] <= 1 and e["bytes"] <= e["total"] for e in moving)
-    assert len(events) <= 10 * elapsed + 6  # throttled: <= 4/s plus one per stage
 
     listed = {m["id"]: m for m in store_daemon.call("list")["models"]}
     model = listed[STEM]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 
 import openai
 import pytest
@@ -230,12 +229,11 @@ def test_slow_body_gets_408_and_idle_keepalive_closes(start_daemon, models_dir) 
         )
         reply = conn.recv(4096)
         assert b" 408 " in reply.split(b"\r\n", 1)[0] and b"request_timeout" in reply
-    with socket.create_connection(("127.0.0.1", daemon.http_port), timeout=10) as idle:
+    # keepalive is 1 s: a server that never closes makes recv() time out and the test fail.
+    with socket.create_connection(("127.0.0.1", daemon.http_port), timeout=8) as idle:
         idle.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert b"200" in idle.recv(4096)
-        started = time.monotonic()
         assert idle.recv(4096) == b""  # the server closed the idle keep-alive connection
-        assert time.monotonic() - started < 9
 
 
 def test_malformed_http_does_not_flood_the_log(start_daemon, models_dir) -> None:  # type: ignore[no-untyped-def]

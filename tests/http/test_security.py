@@ -85,16 +85,17 @@ async def test_health_is_public_and_reports_state(make_client, state: str) -> No
 async def test_metrics_and_openapi(client) -> None:
     await client.post("/v1/chat/completions", json=chat_body(max_tokens=3))
     text = await (await client.get("/metrics")).text()
-    for name in (
-        "rkllmd_http_requests_total",
-        "rkllmd_tokens_total",
-        "rkllmd_queue_waiting",
-        "rkllmd_time_to_first_token_seconds_bucket",
-        "rkllmd_decode_tokens_per_second_bucket",
-        "rkllmd_model_load_seconds_count",
+    # Counts, not just names: an unobserved histogram still prints its series.
+    for sample in (
+        'rkllmd_http_requests_total{route="/v1/chat/completions",status="200"} 1.0',
+        'rkllmd_tokens_total{kind="completion"} 3.0',
+        "rkllmd_queue_waiting 0.0",
+        "rkllmd_time_to_first_token_seconds_count 1.0",
+        "rkllmd_decode_tokens_per_second_count 1.0",
+        "rkllmd_model_load_seconds_count 1.0",
         'rkllmd_model_state{state="ready"} 1.0',
     ):
-        assert name in text, name
+        assert sample in text.splitlines(), sample
     spec = await (await client.get("/openapi.json")).json()
     from rkllmd.http.app import ROUTES
 

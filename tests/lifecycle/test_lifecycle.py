@@ -253,9 +253,7 @@ def test_watcher_adds_and_removes_models(start_daemon, models_dir: Path) -> None
     (models_dir / "copying.gguf.part").write_bytes(b"GGUF" + bytes(100))
     (models_dir / "x.incomplete").write_bytes(b"GGUF" + bytes(100))
     (models_dir / "fresh.gguf").write_bytes(b"GGUF" + bytes(100))
-    started = time.monotonic()
     wait_for(lambda: daemon.call("list")["models"], 2.5, "fresh.gguf to appear")
-    assert time.monotonic() - started < 2.5
     assert [m["id"] for m in daemon.call("list")["models"]] == ["fresh"]
     (models_dir / "fresh.gguf").unlink()
     wait_for(lambda: not daemon.call("list")["models"], 2.5, "fresh.gguf to disappear")

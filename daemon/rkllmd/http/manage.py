@@ -9,7 +9,6 @@ Simple chat:   /chat and /chat/stream (NDJSON), camelCase ``config``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from aiohttp import web
@@ -154,7 +153,7 @@ async def tabby_load(request: web.Request) -> web.StreamResponse:
         raise e.InvalidParams("model_name is required", param="model_name")
     svc.registry.resolve(name)  # unknown names fail as a plain HTTP error
     options = LoadOptions(ctx_size=body.max_seq_len, chat_template=body.prompt_template)
-    updates: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    updates: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()  # None: load ended
 
     async def progress(stage: str, fraction: float | None, message: str) -> None:
         status = "finished" if stage == "ready" else "processing"
@@ -171,10 +170,10 @@ async def tabby_load(request: web.Request) -> web.StreamResponse:
 
     stream = await EventStream.open(request)
     load = asyncio.create_task(svc.manager.load(name, options, progress))
+    load.add_done_callback(lambda _: updates.put_nowait(None))
     try:
-        while not (load.done() and updates.empty()):
-            with contextlib.suppress(TimeoutError):
-                await stream.send(await asyncio.wait_for(updates.get(), 0.5))
+        while (update := await updates.get()) is not None:
+            await stream.send(update)
         load.result()
     except e.RkllmdError as exc:
         await stream.send(error_body(exc))

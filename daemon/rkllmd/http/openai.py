@@ -31,10 +31,6 @@ from .sse import Deadline, EventStream
 FINISH = {"stop": "stop", "length": "length", "abort": "stop"}
 
 
-def sampling_from(body: s.Sampling, max_tokens: int | None, default_max: int) -> DomainSampling:
-    return DomainSampling.from_request(body, max_tokens, default_max)
-
-
 def chat_request(body: s.ChatCompletionRequest, default_max: int) -> GenerateRequest:
     role = {"developer": "system"}
     messages = tuple(
@@ -47,7 +43,9 @@ def chat_request(body: s.ChatCompletionRequest, default_max: int) -> GenerateReq
         thinking = flag if isinstance(flag, bool) else None
     return GenerateRequest(
         messages=messages,
-        sampling=sampling_from(body, body.max_completion_tokens or body.max_tokens, default_max),
+        sampling=DomainSampling.from_request(
+            body, body.max_completion_tokens or body.max_tokens, default_max
+        ),
         tools=tuple(body.tools or ()),
         enable_thinking=thinking,
     )
@@ -120,7 +118,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     )
     async with svc.manager.generation(generate, body.model) as gen:
         first = await deadline.next(gen.events)
-        opens = bool(svc.manager.props().get("reasoning_starts_open"))
+        opens = bool(svc.manager.prop("reasoning_starts_open"))
         chat = ChatStream(gen.model_id, tools=bool(body.tools), starts_in_reasoning=opens)
         if not body.stream:
             return await _chat_whole(chat, first, gen.events, deadline)
@@ -197,7 +195,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     config = svc.config()
     body = await read_body(request, s.CompletionRequest, config.http)
-    sampling = sampling_from(body, body.max_tokens, config.generation.default_max_tokens)
+    sampling = DomainSampling.from_request(
+        body, body.max_tokens, config.generation.default_max_tokens
+    )
     generate = GenerateRequest(prompt=body.text(), sampling=sampling)
     deadline = Deadline(
         config.http.first_token_timeout_seconds, config.http.request_timeout_seconds
@@ -295,10 +295,8 @@ def _epoch(iso: str | None) -> int:
 async def list_models(request: web.Request) -> web.Response:
     manager = services(request).manager
     wanted = request.query.get("type")
-    cards = [
-        model_card(m, manager.show(m["id"])["props"] if m["loaded"] else None)
-        for m in manager.list_models()
-    ]
+    resident = manager.props()
+    cards = [model_card(m, resident if m["loaded"] else None) for m in manager.list_models()]
     if wanted:
         cards = [c for c in cards if c["type"] == wanted]
     return web.json_response({"object": "list", "data": cards})

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from .. import errors as e
-from ..wirejson import dumps
+from ..wirejson import dumps, dumps_line
 
 T = TypeVar("T")
 
@@ -20,10 +20,6 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 NDJSON_HEADERS = {"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
-
-
-def _dumps(obj: Any) -> bytes:
-    return dumps(obj)
 
 
 class EventStream:
@@ -48,8 +44,8 @@ class EventStream:
         return self._response
 
     async def send(self, obj: Any) -> None:
-        data = _dumps(obj)
-        await self._response.write(data + b"\n" if self._ndjson else b"data: " + data + b"\n\n")
+        data = dumps_line(obj) if self._ndjson else b"data: " + dumps(obj) + b"\n\n"
+        await self._response.write(data)
 
     async def done(self) -> None:
         if not self._ndjson:

@@ -238,7 +238,7 @@ async def _chat(
         parser = OutputParser(
             reasoning=True,
             tools=bool(p.tools),
-            starts_in_reasoning=bool(manager.props().get("reasoning_starts_open")),
+            starts_in_reasoning=bool(manager.prop("reasoning_starts_open")),
         )
         async for event in gen.events:
             if isinstance(event, DoneEvent):

@@ -74,7 +74,11 @@ class RkllmBackend:
         budget = max(1, min(request.sampling.max_tokens, model.n_ctx))
         stop_now = threading.Event()
         out = Coalescer(emit)
-        sink = TextSink(out.put, request.sampling.stop, budget, stop_now)
+        # 1.3 stops at max_new_tokens itself and keeps the KV cache usable for the next
+        # turn; aborting at the budget would throw it away. 1.2 has no per-run limit, so
+        # the sink aborts. The +1 on 1.3 is only a safety net for a runtime that overruns.
+        per_run = model.native.abi.per_run_sampling
+        sink = TextSink(out.put, request.sampling.stop, budget + per_run, stop_now)
         rk_input = model.make_input(plan.send, request.enable_thinking)
         infer = model.make_infer(c.INFER_GENERATE, request.sampling, budget)
         try:
