@@ -20,20 +20,18 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from rkllmd.rkllmrt import LIBRARY_NAME, SUPPORTED, parse_runtime_version, version_in_file
+
 MIN_DRIVER = (0, 9, 8)
 DRIVER_FILES = (
     "/sys/kernel/debug/rknpu/version",
     "/proc/rknpu/version",
     "/sys/module/rknpu/version",
 )
-SUPPORTED_RUNTIMES = "1.2.1, 1.2.2, 1.2.3 and 1.3.x"
 SERVICE_USER = "rkllm"
 SERVICE_GROUPS = ("rkllm", "render", "video")  # User=, Group= and SupplementaryGroups=
 CONFIG_FILE = "/etc/rkllmd/rkllmd.toml"
-LIBRARY_NAME = "librkllmrt.so"
-LIBRARY_FALLBACK = "/usr/lib/librkllmrt.so"
 MIN_NOFILE = 16384
-_BANNER = re.compile(rb"rkllm-runtime version:?\s*v?(\d+\.\d+\.\d+[0-9a-zA-Z.+-]*)")
 
 
 class Check(NamedTuple):
@@ -63,7 +61,8 @@ class Sys:
         return sorted(self.path(absolute_dir).glob(pattern))
 
 
-def parse_version(text: str) -> tuple[int, int, int] | None:
+def find_version(text: str) -> tuple[int, int, int] | None:
+    """The first X.Y.Z in a text (a driver's version file)."""
     match = re.search(r"(\d+)\.(\d+)\.(\d+)", text)
     return (int(match[1]), int(match[2]), int(match[3])) if match else None
 
@@ -84,7 +83,7 @@ def check_driver(fs: Sys, on_rockchip: bool) -> Check:
         text = fs.read(name)
         if text is None:
             continue
-        version = parse_version(text)
+        version = find_version(text)
         if version is None:
             continue
         shown = ".".join(map(str, version))
@@ -197,23 +196,9 @@ def find_library(fs: Sys) -> tuple[str | None, str]:
     return None, "search"
 
 
-def library_version(path: Path) -> str | None:
-    try:
-        found = set(_BANNER.findall(path.read_bytes()))
-    except OSError:
-        return None
-    return found.pop().decode() if len(found) == 1 else None
-
-
 def runtime_supported(version: str) -> bool:
-    parsed = parse_version(version)
-    if parsed is None:
-        return False
-    return parsed[:2] == (1, 3) or (
-        parsed[:2] == (1, 2)
-        and 1 <= parsed[2] <= 3
-        and re.fullmatch(r"v?\d+\.\d+\.\d+", version) is not None
-    )
+    runtime = parse_runtime_version(version)
+    return runtime is not None and runtime.abi is not None
 
 
 def check_library(fs: Sys) -> Check:
@@ -232,7 +217,7 @@ def check_library(fs: Sys) -> Check:
             "not found (needed only for .rkllm models)",
             "install librkllmrt.so from rknn-llm into /usr/lib (docs/board-setup.md)",
         )
-    version = library_version(fs.path(path))
+    version = version_in_file(fs.path(path))
     where = f"{path} (via {how})"
     if version is None:
         return Check(
@@ -246,7 +231,7 @@ def check_library(fs: Sys) -> Check:
             "librkllmrt",
             "fail",
             f"{where}, runtime {version} is not supported",
-            f"install runtime {SUPPORTED_RUNTIMES}",
+            f"install runtime {SUPPORTED}",
         )
     return Check("librkllmrt", "ok", f"{where}, runtime {version}")
 

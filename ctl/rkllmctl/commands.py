@@ -8,7 +8,6 @@ from typing import Any
 
 from .context import Context, ExitCode, UsageError
 from .render import (
-    ProgressView,
     format_duration,
     format_size,
     format_time,
@@ -113,7 +112,7 @@ def cmd_load(ctx: Context, args: argparse.Namespace) -> int:
         params["threads"] = args.threads
     if args.chat_template is not None:
         params["chat_template"] = read_text_file(args.chat_template, "chat template")
-    status = _as_dict(_call_with_progress(ctx, "load", params))
+    status = _as_dict(ctx.call_with_progress("load", params))
     if ctx.json:
         ctx.emit_json(status)
     else:
@@ -121,18 +120,6 @@ def cmd_load(ctx: Context, args: argparse.Namespace) -> int:
             f"loaded {format_value(status.get('model'))} ({format_value(status.get('format'))})"
         )
     return ExitCode.OK
-
-
-def _call_with_progress(ctx: Context, method: str, params: dict[str, Any]) -> Any:
-    """A long call; in human mode its ``progress`` notifications draw on stderr."""
-    if ctx.json:
-        return ctx.call(method, params)
-    params["progress"] = True
-    view = ProgressView(ctx.stderr)
-    try:
-        return ctx.call(method, params, on_notification=view.on_notification)
-    finally:
-        view.finish()
 
 
 def read_text_file(path: str, what: str) -> str:

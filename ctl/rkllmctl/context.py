@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple, TextIO
 
 from .client import ClientError, NotificationHandler, RpcFailure, call
+from .render import ProgressView
 
 PROG = "rkllmctl"
 
@@ -49,6 +50,20 @@ class Context(NamedTuple):
             timeout=self.timeout,
             on_notification=on_notification,
         )
+
+    def call_with_progress(
+        self, method: str, params: dict[str, Any], view: type[ProgressView] = ProgressView
+    ) -> Any:
+        """A long call; in human mode its ``progress`` notifications draw on stderr."""
+        if self.json:
+            return self.call(method, params)
+        shown = view(self.stderr)
+        try:
+            return self.call(
+                method, {**params, "progress": True}, on_notification=shown.on_notification
+            )
+        finally:
+            shown.finish()
 
     def out(self, text: str = "") -> None:
         self.stdout.write(text + "\n")

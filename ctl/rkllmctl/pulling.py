@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, TextIO
+from typing import Any
 
 from .client import RpcFailure
 from .context import Context, ExitCode, UsageError, report_error
-from .render import format_duration, format_size, is_tty, terminal_width
+from .render import ProgressView, format_duration, format_size, is_tty, progress_bar
 
 BAR_WIDTH = 20
 NAME_WIDTH = 20
@@ -38,7 +38,7 @@ def cmd_pull(ctx: Context, args: argparse.Namespace) -> int:
         params["revision"] = args.revision
     while True:
         try:
-            result = _pull(ctx, params)
+            result = ctx.call_with_progress("pull", params, PullView)
             break
         except RpcFailure as exc:
             if exc.code != "choose_file" or ctx.json:
@@ -52,16 +52,6 @@ def cmd_pull(ctx: Context, args: argparse.Namespace) -> int:
     else:
         ctx.out(pull_summary(result if isinstance(result, dict) else {}))
     return ExitCode.OK
-
-
-def _pull(ctx: Context, params: dict[str, Any]) -> Any:
-    if ctx.json:
-        return ctx.call("pull", params)
-    view = PullView(ctx.stderr)
-    try:
-        return ctx.call("pull", {**params, "progress": True}, on_notification=view.on_notification)
-    finally:
-        view.finish()
 
 
 def _choose(ctx: Context, exc: RpcFailure) -> str | None:
@@ -102,52 +92,21 @@ def pull_summary(result: dict[str, Any]) -> str:
     return f"pulled {ident}" + (f" ({'; '.join(details)})" if details else "")
 
 
-class PullView:
-    """Two redrawn bars on a terminal (current file, overall); plain lines otherwise."""
+class PullView(ProgressView):
+    """Two bars on a terminal (current file, overall); a line per stage and per file otherwise."""
 
-    def __init__(self, stream: TextIO, tty: bool | None = None) -> None:
-        self._stream = stream
-        self._tty = is_tty(stream) if tty is None else tty
-        self._width = terminal_width(stream) if self._tty else 80
-        self._lines = 0  # lines drawn by the last redraw
-        self._said: tuple[Any, ...] = ()
+    def lines(self, event: dict[str, Any]) -> list[str]:
+        return render_event(event)
 
-    def on_notification(self, method: str, params: dict[str, Any]) -> None:
-        if method == "progress":
-            self.update(params)
-
-    def update(self, event: dict[str, Any]) -> None:
-        lines = render_event(event)
-        if self._tty:
-            self._draw([line[: self._width - 1] for line in lines])
-            return
-        key = (event.get("stage"), event.get("file"))
-        if key != self._said:  # plain output: one line per stage and per file
-            self._said = key
-            self._stream.write(plain_line(event, lines[0]) + "\n")
-            self._stream.flush()
-
-    def _draw(self, lines: list[str]) -> None:
-        # Back to the first line of the block, rewrite it, clear whatever is left below.
-        up = "\x1b[1A" * (self._lines - 1) if self._lines > 1 else ""
-        self._stream.write(up + "\r" + "\x1b[K\n".join(lines) + "\x1b[J")
-        self._stream.flush()
-        self._lines = len(lines)
-
-    def finish(self) -> None:
-        if self._tty and self._lines:
-            up = "\x1b[1A" * (self._lines - 1)
-            self._stream.write(up + "\r\x1b[J")
-            self._stream.flush()
-            self._lines = 0
+    def plain(self, event: dict[str, Any]) -> tuple[object, str]:
+        step = (event.get("stage"), event.get("file"))
+        return step, plain_line(event, render_event(event)[0])
 
 
 def _bar(done: Any, total: Any) -> str:
     if not isinstance(done, int) or not isinstance(total, int) or total <= 0:
         return " " * (BAR_WIDTH + 7)
-    fraction = min(max(done / total, 0.0), 1.0)
-    filled = round(fraction * BAR_WIDTH)
-    return f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {fraction * 100:3.0f}%"
+    return progress_bar(min(max(done / total, 0.0), 1.0), BAR_WIDTH)
 
 
 def plain_line(event: dict[str, Any], fallback: str) -> str:

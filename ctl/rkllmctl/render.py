@@ -113,7 +113,9 @@ def terminal_width(stream: TextIO, default: int = 80) -> int:
 
 
 class ProgressView:
-    """Renders ``progress`` notifications: a redrawn bar on a TTY, plain lines otherwise."""
+    """Renders ``progress`` notifications: a block of lines redrawn in place on a TTY,
+    plain lines otherwise (one per step). Subclasses choose the lines; this one draws
+    a stage, a bar and a message."""
 
     BAR_WIDTH = 24
 
@@ -121,49 +123,64 @@ class ProgressView:
         self._stream = stream
         self._tty = is_tty(stream) if tty is None else tty
         self._width = terminal_width(stream) if self._tty else 80
-        self._last: tuple[str, str] | None = None
-        self._drawn = False
+        self._lines = 0  # lines drawn by the last redraw
+        self._said: object = None  # the step of the last plain line
 
     def on_notification(self, method: str, params: dict[str, Any]) -> None:
         """Notification callback for :meth:`Connection.call`."""
-        if method != "progress":
-            return
-        stage = str(params.get("stage") or "")
-        message = str(params.get("message") or "")
-        self.update(stage, _fraction(params.get("fraction")), message)
+        if method == "progress":
+            self.update(params)
 
-    def update(self, stage: str, fraction: float | None, message: str) -> None:
+    def update(self, event: dict[str, Any]) -> None:
         if self._tty:
-            self._draw(stage, fraction, message)
-        elif (stage, message) != self._last:
-            self._last = (stage, message)
-            text = f"{stage}: {message}" if message else stage
-            if fraction is not None:
-                text += f" ({fraction * 100:.0f}%)"
+            self._draw([line[: self._width - 1] for line in self.lines(event)])
+            return
+        step, text = self.plain(event)
+        if step != self._said:
+            self._said = step
             self._stream.write(text + "\n")
             self._stream.flush()
 
-    def _draw(self, stage: str, fraction: float | None, message: str) -> None:
+    def lines(self, event: dict[str, Any]) -> list[str]:
+        """What a terminal shows for one event."""
+        stage, message = str(event.get("stage") or ""), str(event.get("message") or "")
+        fraction = clamp_fraction(event.get("fraction"))
         if fraction is None:
-            line = f"{stage} {message}"
-        else:
-            filled = round(fraction * self.BAR_WIDTH)
-            bar = "#" * filled + "-" * (self.BAR_WIDTH - filled)
-            line = f"{stage} [{bar}] {fraction * 100:3.0f}% {message}"
-        line = line.rstrip()[: self._width - 1]
-        self._stream.write("\r" + line + "\x1b[K")
+            return [f"{stage} {message}".rstrip()]
+        return [f"{stage} {progress_bar(fraction, self.BAR_WIDTH)} {message}".rstrip()]
+
+    def plain(self, event: dict[str, Any]) -> tuple[object, str]:
+        """The step an event belongs to, and the line written when a new step starts."""
+        stage, message = str(event.get("stage") or ""), str(event.get("message") or "")
+        text = f"{stage}: {message}" if message else stage
+        fraction = clamp_fraction(event.get("fraction"))
+        if fraction is not None:
+            text += f" ({fraction * 100:.0f}%)"
+        return (stage, message), text
+
+    def _draw(self, lines: list[str]) -> None:
+        # Back to the first line of the block, rewrite it, clear whatever is left below.
+        up = "\x1b[1A" * (self._lines - 1) if self._lines > 1 else ""
+        self._stream.write(up + "\r" + "\x1b[K\n".join(lines) + "\x1b[J")
         self._stream.flush()
-        self._drawn = True
+        self._lines = len(lines)
 
     def finish(self) -> None:
-        """Clear the bar line so later output starts on a clean line."""
-        if self._drawn:
-            self._stream.write("\r\x1b[K")
+        """Clear the block so later output starts on a clean line."""
+        if self._lines:
+            self._stream.write("\x1b[1A" * (self._lines - 1) + "\r\x1b[J")
             self._stream.flush()
-            self._drawn = False
+            self._lines = 0
 
 
-def _fraction(value: Any) -> float | None:
+def progress_bar(fraction: float, width: int) -> str:
+    """``[#####-----]  50%`` for a fraction in [0, 1]."""
+    filled = round(fraction * width)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {fraction * 100:3.0f}%"
+
+
+def clamp_fraction(value: Any) -> float | None:
+    """A number clamped to [0, 1]; None for anything else."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return min(max(float(value), 0.0), 1.0)

@@ -1,29 +1,24 @@
 """Find librkllmrt, tell which runtime version it is, and refuse the ones we cannot drive.
 
 Lookup order (design.md): the configured ``rkllm.library``, then the dynamic
-loader's search path, then ``/usr/lib/librkllmrt.so``. The header has no
-version query, so the version is read from the library file itself (the
-runtime embeds the ``rkllm-runtime version: X`` banner it prints at init); the
-``rkllm.version`` setting overrides that. 1.2.x and 1.3.x export the same
-symbols with different struct layouts, so guessing is never done.
+loader's search path, then ``/usr/lib/librkllmrt.so``. The version is read from
+the library file (see ``rkllmd.rkllmrt``, shared with ``rkllmctl doctor``); the
+``rkllm.version`` setting overrides that.
 """
 
 from __future__ import annotations
 
 import ctypes
-import mmap
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import BackendUnavailable, LoadFailed
+from ...rkllmrt import LIBRARY_NAME, parse_runtime_version
+from ...rkllmrt import SUPPORTED as SUPPORTED  # re-exported: loader and tests use them here
+from ...rkllmrt import version_in_file as version_in_file
 from .abi import ABIS, Abi
 
-LIBRARY_NAME = "librkllmrt.so"
 FALLBACK_PATH = Path("/usr/lib/librkllmrt.so")
-SUPPORTED = "1.2.1, 1.2.2, 1.2.3 and 1.3.x"
-_BANNER = re.compile(rb"rkllm-runtime version:?\s*v?(\d+\.\d+\.\d+[0-9a-zA-Z.+-]*)")
-_VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)([0-9a-zA-Z.+-]*)$")
 
 
 @dataclass(frozen=True)
@@ -37,39 +32,22 @@ class Runtime:
 
 def abi_for_version(version: str) -> Abi:
     """The ABI generation for a runtime version, or LoadFailed naming both."""
-    match = _VERSION.match(version.strip())
-    if match is None:
+    parsed = parse_runtime_version(version)
+    if parsed is None:
         raise LoadFailed(
             f"cannot understand RKLLM runtime version {version!r}; supported: {SUPPORTED}",
             runtime_version=version,
         )
-    major, minor, patch = (int(g) for g in match.groups()[:3])
-    suffix = match.group(4)
-    if (major, minor) == (1, 3):
-        return ABIS["1.3"]
-    if (major, minor) == (1, 2) and 1 <= patch <= 3 and not suffix:
-        return ABIS["1.2"]
+    if parsed.abi is not None:
+        return ABIS[parsed.abi]
     hint = ""
-    if (major, minor) < (1, 2) or (major, minor, patch) == (1, 2, 0) or suffix:
+    if parsed[:2] < (1, 2) or parsed[:3] == (1, 2, 0) or parsed.suffix:
         hint = " (its C interface differs; install a supported runtime from rknn-llm)"
     raise LoadFailed(
         f"RKLLM runtime {version} is not supported{hint}; supported: {SUPPORTED}",
         runtime_version=version,
         supported=SUPPORTED,
     )
-
-
-def version_in_file(path: str) -> str | None:
-    """The runtime version embedded in the library file, if exactly one is there."""
-    try:
-        with (
-            Path(path).open("rb") as handle,
-            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data,
-        ):
-            found = {v.decode("ascii", "replace") for v in _BANNER.findall(data)}
-    except (OSError, ValueError):
-        return None
-    return found.pop() if len(found) == 1 else None
 
 
 def _loaded_path(name: str) -> str | None:
