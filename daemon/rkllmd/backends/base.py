@@ -38,6 +38,25 @@ class LoadOptions:
         return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
 
 
+def pick_option(
+    requested: int | None, configured: int | None, builtin: int, zero_means: int | None = 0
+) -> int:
+    """A numeric load option: the load request's value, else the configured default
+    (``[llamacpp]``/``[rkllm]``), else the backend's built-in default.
+
+    ``None`` is "not given" in every layer. 0 is an "automatic" setting whose meaning
+    is the option's own: ``zero_means`` is the value it stands for, or ``None`` where the
+    runtime has no automatic value, so that 0 counts as not given and the next layer
+    decides. Each backend says at its call why 0 means what it does there.
+    """
+    for value in (requested, configured):
+        if value == 0 and zero_means is not None:
+            return zero_means
+        if value:
+            return value
+    return builtin
+
+
 @dataclass(frozen=True, slots=True)
 class Sampling:
     max_tokens: int = 1024

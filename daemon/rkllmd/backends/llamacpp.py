@@ -10,12 +10,22 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailable, ContextLengthExceeded, GenerationFailed, LoadFailed
-from .base import EmbedResult, EmitText, GenerateRequest, GenerateResult, LoadOptions, Usage
+from .base import (
+    EmbedResult,
+    EmitText,
+    GenerateRequest,
+    GenerateResult,
+    LoadOptions,
+    Usage,
+    pick_option,
+)
 from .textstream import TextStream
 
 logger = logging.getLogger(__name__)
 
 GGUF_MAGIC = b"GGUF"
+DEFAULT_CTX = 4096
+DEFAULT_BATCH = 512
 # Used only when a model carries no chat template and none was given.
 FALLBACK_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -56,9 +66,13 @@ class LlamaCppBackend:
 
     def load(self, path: Path, options: LoadOptions) -> dict[str, Any]:
         check_gguf_header(path)
-        ctx_size = _pick(options.ctx_size, self._defaults.ctx_size, 4096)
-        threads = _pick(options.threads, self._defaults.threads, 0) or default_threads()
-        batch = _pick(options.batch_size, self._defaults.batch_size, 512)
+        defaults = self._defaults
+        # 0 is a setting for both: llama.cpp itself reads n_ctx=0 as the model's
+        # training context, and threads=0 is half the cores (see default_threads).
+        ctx_size = pick_option(options.ctx_size, defaults.ctx_size, DEFAULT_CTX)
+        auto = default_threads()
+        threads = pick_option(options.threads, defaults.threads, auto, zero_means=auto)
+        batch = pick_option(options.batch_size, defaults.batch_size, DEFAULT_BATCH)
         self._threads = threads
         try:
             self._llm = self._lib.Llama(
@@ -243,6 +257,9 @@ class LlamaCppBackend:
     def embed(self, texts: list[str]) -> EmbedResult:
         embedder = self._embedder or self._open_embedder()
         n_ctx = int(embedder.n_ctx())
+        # Counted first so that an input over the context is refused before any decode.
+        # Llama.embed tokenizes again; that costs microseconds next to the decode, and
+        # keeps us on the library's public API.
         counts = [len(embedder.tokenize(t.encode(), add_bos=True, special=False)) for t in texts]
         if max(counts, default=0) > n_ctx:
             raise ContextLengthExceeded(
@@ -287,10 +304,3 @@ def default_threads() -> int:
     spinning threads (first-token latency doubled on 2 cores with all of them).
     On an RK3588 this is 4, the number of big cores."""
     return max(1, (os.cpu_count() or 1) // 2)
-
-
-def _pick(*values: int | None) -> int:
-    for value in values:
-        if value is not None:
-            return value
-    return 0

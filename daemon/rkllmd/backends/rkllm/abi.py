@@ -48,12 +48,8 @@ class ExtendParam(Structure):
     ]
 
 
-_PARAM_HEAD: list[tuple[str, Any]] = [
-    ("model_path", c_char_p),
-    ("max_context_len", c_int32),
-    ("max_new_tokens", c_int32),
-    ("top_k", c_int32),
-    ("n_keep", c_int32),
+# The sampling run after top_k, in both RKLLMParam and RKLLMSamplingParam.
+_SAMPLING_TAIL: list[tuple[str, Any]] = [
     ("top_p", c_float),
     ("temperature", c_float),
     ("repeat_penalty", c_float),
@@ -62,6 +58,15 @@ _PARAM_HEAD: list[tuple[str, Any]] = [
     ("mirostat", c_int32),
     ("mirostat_tau", c_float),
     ("mirostat_eta", c_float),
+]
+
+_PARAM_HEAD: list[tuple[str, Any]] = [
+    ("model_path", c_char_p),
+    ("max_context_len", c_int32),
+    ("max_new_tokens", c_int32),
+    ("top_k", c_int32),
+    ("n_keep", c_int32),
+    *_SAMPLING_TAIL,
     ("skip_special_token", c_bool),
 ]
 
@@ -188,24 +193,19 @@ class PromptCacheParam(Structure):
 
 
 class SamplingParam(Structure):
-    _fields_ = [
-        ("top_k", c_int32),
-        ("top_p", c_float),
-        ("temperature", c_float),
-        ("repeat_penalty", c_float),
-        ("frequency_penalty", c_float),
-        ("presence_penalty", c_float),
-        ("mirostat", c_int32),
-        ("mirostat_tau", c_float),
-        ("mirostat_eta", c_float),
-    ]
+    _fields_ = [("top_k", c_int32), *_SAMPLING_TAIL]
+
+
+_INFER_HEAD: list[tuple[str, Any]] = [
+    ("mode", c_int),
+    ("lora_params", POINTER(LoraParam)),
+    ("prompt_cache_params", POINTER(PromptCacheParam)),
+]
 
 
 class InferParam13(Structure):
     _fields_ = [
-        ("mode", c_int),
-        ("lora_params", POINTER(LoraParam)),
-        ("prompt_cache_params", POINTER(PromptCacheParam)),
+        *_INFER_HEAD,
         ("sampling_params", POINTER(SamplingParam)),
         ("keep_history", c_int),
         ("max_new_tokens", c_int32),
@@ -213,12 +213,7 @@ class InferParam13(Structure):
 
 
 class InferParam12(Structure):
-    _fields_ = [
-        ("mode", c_int),
-        ("lora_params", POINTER(LoraParam)),
-        ("prompt_cache_params", POINTER(PromptCacheParam)),
-        ("keep_history", c_int),
-    ]
+    _fields_ = [*_INFER_HEAD, ("keep_history", c_int)]
 
 
 class HiddenLayer(Structure):

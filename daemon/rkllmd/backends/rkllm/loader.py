@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import LoadFailed
-from ..base import LoadOptions, Sampling
+from ..base import LoadOptions, Sampling, pick_option
 from . import abi as c
 from .initlog import error_lines, parse_facts
 from .layout import check_sizes, host_abi
@@ -53,17 +53,18 @@ class LoadedModel:
 
 
 def sampling_param(s: Sampling) -> c.SamplingParam:
-    return c.SamplingParam(
-        top_k=max(1, s.top_k) if s.temperature > 0 else 1,
-        top_p=s.top_p,
-        temperature=s.temperature,
-        repeat_penalty=s.repeat_penalty,
-        frequency_penalty=s.frequency_penalty,
-        presence_penalty=s.presence_penalty,
-        mirostat=0,
-        mirostat_tau=5.0,
-        mirostat_eta=0.1,
-    )
+    param = c.SamplingParam()
+    _set_sampling(param, s)
+    return param
+
+
+def _set_sampling(param: Any, s: Sampling) -> None:
+    """The sampling fields RKLLMParam (init) and RKLLMSamplingParam (per run) share."""
+    param.top_k = max(1, s.top_k) if s.temperature > 0 else 1
+    param.top_p, param.temperature = s.top_p, s.temperature
+    param.repeat_penalty = s.repeat_penalty
+    param.frequency_penalty, param.presence_penalty = s.frequency_penalty, s.presence_penalty
+    param.mirostat, param.mirostat_tau, param.mirostat_eta = 0, 5.0, 0.1
 
 
 def cpu_mask(threads: int, cpus: int) -> int:
@@ -76,10 +77,7 @@ def _fill_param(param: Any, path: Path, ctx: int, threads: int, s: Sampling) -> 
     param.model_path = os.fsencode(path)
     param.max_context_len = ctx
     param.max_new_tokens = ctx
-    param.top_k, param.top_p, param.temperature = s.top_k, s.top_p, s.temperature
-    param.repeat_penalty = s.repeat_penalty
-    param.frequency_penalty, param.presence_penalty = s.frequency_penalty, s.presence_penalty
-    param.mirostat, param.mirostat_tau, param.mirostat_eta = 0, 5.0, 0.1
+    _set_sampling(param, s)
     param.n_keep = -1
     param.skip_special_token = True
     param.is_async = False
@@ -106,8 +104,14 @@ def load_model(path: Path, options: LoadOptions, defaults: LoadOptions) -> Loade
     c.bind(runtime.lib, runtime.abi)
     chat_format = choose_format(path, options.chat_template or defaults.chat_template)
     native = NativeModel(runtime)
-    ctx = options.ctx_size or defaults.ctx_size or DEFAULT_CTX
-    threads = max(1, min(options.threads or defaults.threads or DEFAULT_THREADS, MAX_THREADS))
+    # 0 counts as not given here (unlike llama.cpp): rkllm_init has no automatic
+    # value for either. max_context_len must be a size within the limit fixed at
+    # conversion, which only the init log tells; enabled_cpus_num is a count of
+    # cores (1-8). So the configured default applies, and for the context it is
+    # lowered to the model's limit below, as when no size was asked for.
+    ctx = pick_option(options.ctx_size, defaults.ctx_size, DEFAULT_CTX, zero_means=None)
+    threads = pick_option(options.threads, defaults.threads, DEFAULT_THREADS, zero_means=None)
+    threads = max(1, min(threads, MAX_THREADS))
     sampling = Sampling()
     rc = _init(native, path, ctx, threads, sampling)
     facts = parse_facts(native.init_log)
