@@ -42,6 +42,14 @@ class ToolCall:
     name: str
     arguments: str  # JSON text, as OpenAI's ``function.arguments``
 
+    def to_openai(self) -> dict[str, Any]:
+        """The call as an item of OpenAI's ``tool_calls`` (both skins answer in this shape)."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
 
 def new_call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]

@@ -19,12 +19,13 @@ from .. import __version__
 from .. import errors as e
 from . import downloads, manage, openai, ops
 from . import schemas as s
-from .edge import check_auth, check_origin, cors_headers, host_allowed, to_error_response
+from .edge import HostRules, check_auth, check_origin, cors_headers, to_error_response
 from .services import SERVICES, Services
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+HOST_RULES = web.AppKey("host_rules", HostRules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +201,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     http = svc.config().http
     admin = bool(getattr(handler, "rkllmd_admin", False))
     try:
-        if not host_allowed(request.headers.get("Host"), http):
+        if not request.app[HOST_RULES].allows(request.headers.get("Host"), http):
             raise e.Forbidden("this Host header is not allowed (DNS rebinding protection)")
         if request.method == "OPTIONS":
             response: web.StreamResponse = web.Response(
@@ -249,6 +250,7 @@ def build_app(services: Services) -> web.Application:
         middlewares=[edge_middleware], client_max_size=services.config().http.max_body_bytes
     )
     app[SERVICES] = services
+    app[HOST_RULES] = HostRules(services.config().http)
     spec = openapi(ROUTES)
     page = ops.docs_page(spec)
     for route in ROUTES:

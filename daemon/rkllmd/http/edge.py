@@ -32,20 +32,44 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
 @dataclass(frozen=True, slots=True)
-class RouteInfo:
-    admin: bool = False
+class HostRule:
+    """The Host headers one ``http`` section accepts (DNS-rebinding guard).
+
+    On a loopback bind only loopback names (or configured ones) may be used;
+    ``names`` is None when the bind is not loopback and any Host goes.
+    """
+
+    names: frozenset[str] | None
+
+    @classmethod
+    def of(cls, http: HttpSection) -> HostRule:
+        bind_host, _ = parse_listen(http.listen)
+        if not is_loopback(bind_host):
+            return cls(None)
+        return cls(LOOPBACK_NAMES | frozenset(h.lower() for h in http.allowed_hosts))
+
+    def allows(self, host_header: str | None) -> bool:
+        if self.names is None:
+            return True
+        if not host_header:
+            return False
+        host = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
+        host = host.lower()
+        return host in self.names or host.endswith(".localhost")
 
 
-def host_allowed(host_header: str | None, http: HttpSection) -> bool:
-    """On a loopback bind only loopback names (or configured ones) may be used."""
-    bind_host, _ = parse_listen(http.listen)
-    if not is_loopback(bind_host):
-        return True
-    if not host_header:
-        return False
-    host = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
-    host = host.lower()
-    return host in LOOPBACK_NAMES or host.endswith(".localhost") or host in http.allowed_hosts
+class HostRules:
+    """The HostRule of the configuration in force: worked out when the app is built,
+    and again only when a reload (SIGHUP) has put a new configuration in place."""
+
+    def __init__(self, http: HttpSection) -> None:
+        self._http = http
+        self._rule = HostRule.of(http)
+
+    def allows(self, host_header: str | None, http: HttpSection) -> bool:
+        if http is not self._http:
+            self._http, self._rule = http, HostRule.of(http)
+        return self._rule.allows(host_header)
 
 
 def _key_matches(request: web.Request, key: str) -> bool:

@@ -16,15 +16,16 @@ from aiohttp import web
 from .. import errors as e
 from ..backends.base import ChatMessage, GenerateRequest, LoadOptions
 from ..backends.base import Sampling as DomainSampling
-from ..worker.proxy import TokenEvent
+from ..manager import ModelManager
 from . import schemas as s
 from .edge import read_body
-from .errors import error_body
-from .openai import FINISH, model_card
+from .openai import model_card
 from .services import services
-from .sse import Deadline, EventStream
+from .sse import EventStream
+from .streaming import generation, streamed
 
 MIB = 1024 * 1024
+LOADED = ("ready", "generating")
 
 
 # --- RockchipLlama -------------------------------------------------------------------
@@ -86,7 +87,7 @@ async def rk_unload(request: web.Request) -> web.Response:
 
 async def rk_loaded(request: web.Request) -> web.Response:
     status = services(request).manager.status()
-    loaded = status["state"] in ("ready", "generating")
+    loaded = status["state"] in LOADED
     return web.json_response(
         {
             "loaded": loaded,
@@ -112,12 +113,16 @@ def _tabby_card(entry: dict[str, Any], props: dict[str, Any] | None) -> dict[str
     return card
 
 
-async def tabby_current(request: web.Request) -> web.Response:
-    manager = services(request).manager
+def _resident(manager: ModelManager) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The status and the ``show`` of the loaded model; NoModelLoaded when none is."""
     status = manager.status()
-    if status["state"] not in ("ready", "generating"):
+    if status["state"] not in LOADED:
         raise e.NoModelLoaded("no model is loaded")
-    shown = manager.show(status["model"])
+    return status, manager.show(status["model"])
+
+
+async def tabby_current(request: web.Request) -> web.Response:
+    _, shown = _resident(services(request).manager)
     return web.json_response(_tabby_card(shown, shown["props"]))
 
 
@@ -127,11 +132,8 @@ async def tabby_list(request: web.Request) -> web.Response:
 
 
 async def tabby_props(request: web.Request) -> web.Response:
-    manager = services(request).manager
-    status = manager.status()
-    if status["state"] not in ("ready", "generating"):
-        raise e.NoModelLoaded("no model is loaded")
-    props = manager.show(status["model"])["props"]
+    status, shown = _resident(services(request).manager)
+    props = shown["props"]
     return web.json_response(
         {
             "model": status["model"],
@@ -168,17 +170,14 @@ async def tabby_load(request: web.Request) -> web.StreamResponse:
             }
         )
 
-    stream = await EventStream.open(request)
-    load = asyncio.create_task(svc.manager.load(name, options, progress))
-    load.add_done_callback(lambda _: updates.put_nowait(None))
-    try:
+    async def send_all(stream: EventStream) -> None:
+        load = asyncio.create_task(svc.manager.load(name, options, progress))
+        load.add_done_callback(lambda _: updates.put_nowait(None))
         while (update := await updates.get()) is not None:
             await stream.send(update)
         load.result()
-    except e.RkllmdError as exc:
-        await stream.send(error_body(exc))
-    await stream.done()
-    return stream.response
+
+    return await streamed(request, send_all)
 
 
 async def tabby_unload(request: web.Request) -> web.Response:
@@ -221,39 +220,28 @@ async def simple_chat(request: web.Request) -> web.StreamResponse:
     config = svc.config()
     body = await read_body(request, s.SimpleChatRequest, config.http)
     generate = _simple_request(body, config.generation.default_max_tokens)
-    deadline = Deadline(
-        config.http.first_token_timeout_seconds, config.http.request_timeout_seconds
-    )
-    streaming = request.path.endswith("/stream")
-    async with svc.manager.generation(generate, body.model) as gen:
-        event = await deadline.next(gen.events)
-        if not streaming:
-            pieces = []
-            while isinstance(event, TokenEvent):
-                pieces.append(event.text)
-                event = await deadline.next(gen.events)
+    async with generation(svc.manager, config.http, generate, body.model) as run:
+        if not request.path.endswith("/stream"):
+            content = await run.text()
             return web.json_response(
                 {
-                    "model": gen.model_id,
-                    "content": "".join(pieces),
-                    "stop_reason": FINISH[event.finish_reason],
-                    "predicted_tokens": event.usage["completion_tokens"],
+                    "model": run.model_id,
+                    "content": content,
+                    "stop_reason": run.finish,
+                    "predicted_tokens": run.done.usage["completion_tokens"],
                 }
             )
-        stream = await EventStream.open(request, ndjson=True)
-        try:
-            while isinstance(event, TokenEvent):
-                await stream.send({"type": "fragment", "content": event.text})
-                event = await deadline.next(gen.events)
+
+        async def send_all(stream: EventStream) -> None:
+            async for text in run.texts():
+                await stream.send({"type": "fragment", "content": text})
             await stream.send(
                 {
                     "type": "done",
-                    "model": gen.model_id,
-                    "stop_reason": FINISH[event.finish_reason],
-                    "predicted_tokens": event.usage["completion_tokens"],
+                    "model": run.model_id,
+                    "stop_reason": run.finish,
+                    "predicted_tokens": run.done.usage["completion_tokens"],
                 }
             )
-        except e.RkllmdError as exc:
-            await stream.send({"type": "error", **error_body(exc)})
-        await stream.done()
-        return stream.response
+
+        return await streamed(request, send_all, ndjson=True)

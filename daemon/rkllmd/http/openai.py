@@ -17,36 +17,26 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import errors as e
-from ..backends.base import ChatMessage, GenerateRequest
+from ..backends.base import GenerateRequest
 from ..backends.base import Sampling as DomainSampling
-from ..chatparse import Delta, OutputParser, ToolCall
-from ..worker.proxy import DoneEvent, TokenEvent
+from ..chatparse import Delta
+from ..chatturn import ChatReply, generate_request
 from . import schemas as s
 from .edge import read_body
-from .errors import error_body
 from .services import services
-from .sse import Deadline, EventStream
-
-FINISH = {"stop": "stop", "length": "length", "abort": "stop"}
+from .sse import EventStream
+from .streaming import Run, generation, streamed
 
 
 def chat_request(body: s.ChatCompletionRequest, default_max: int) -> GenerateRequest:
-    role = {"developer": "system"}
-    messages = tuple(
-        ChatMessage(role.get(m.role, m.role), m.text(), tuple(m.tool_calls or ()), m.tool_call_id)
-        for m in body.messages
-    )
     thinking = body.enable_thinking
     if thinking is None and body.chat_template_kwargs:
         flag = body.chat_template_kwargs.get("enable_thinking")
         thinking = flag if isinstance(flag, bool) else None
-    return GenerateRequest(
-        messages=messages,
-        sampling=DomainSampling.from_request(
-            body, body.max_completion_tokens or body.max_tokens, default_max
-        ),
-        tools=tuple(body.tools or ()),
+    return generate_request(
+        body,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        default_max=default_max,
         enable_thinking=thinking,
     )
 
@@ -60,52 +50,28 @@ def usage_body(usage: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def _tool_calls_body(calls: list[ToolCall]) -> list[dict[str, Any]]:
-    return [
-        {
-            "index": i,
-            "id": c.id,
-            "type": "function",
-            "function": {"name": c.name, "arguments": c.arguments},
-        }
-        for i, c in enumerate(calls)
-    ]
-
-
 def _delta_body(delta: Delta) -> dict[str, str]:
     return {"reasoning_content" if delta.kind == "reasoning" else "content": delta.text}
 
 
-class ChatStream:
-    """Turns backend events into chat.completion chunks."""
+class Answer:
+    """The fields every object of one answer repeats (id, object, created, model)."""
 
-    def __init__(self, model: str, tools: bool, starts_in_reasoning: bool) -> None:
-        self.id = "chatcmpl-" + uuid.uuid4().hex
-        self.created = int(time.time())
-        self.model = model
-        # Some templates (DeepSeek-R1 distills) open <think> in the prompt itself.
-        self.parser = OutputParser(
-            reasoning=True, tools=tools, starts_in_reasoning=starts_in_reasoning
-        )
-
-    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    def __init__(self, prefix: str, kind: str, model: str) -> None:
+        self.head = {
+            "id": prefix + uuid.uuid4().hex,
+            "object": kind,
+            "created": int(time.time()),
+            "model": model,
         }
 
-    def usage_chunk(self, usage: dict[str, int]) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": usage_body(usage),
-        }
+    def body(self, **fields: Any) -> dict[str, Any]:
+        return {**self.head, **fields}
+
+
+def _chunk(answer: Answer, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    return answer.body(choices=[choice])
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -113,82 +79,47 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     config = svc.config()
     body = await read_body(request, s.ChatCompletionRequest, config.http)
     generate = chat_request(body, config.generation.default_max_tokens)
-    deadline = Deadline(
-        config.http.first_token_timeout_seconds, config.http.request_timeout_seconds
-    )
-    async with svc.manager.generation(generate, body.model) as gen:
-        first = await deadline.next(gen.events)
+    async with generation(svc.manager, config.http, generate, body.model) as run:
         opens = bool(svc.manager.prop("reasoning_starts_open"))
-        chat = ChatStream(gen.model_id, tools=bool(body.tools), starts_in_reasoning=opens)
+        reply = ChatReply(tools=bool(body.tools), starts_in_reasoning=opens)
         if not body.stream:
-            return await _chat_whole(chat, first, gen.events, deadline)
+            return await _chat_whole(run, reply)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        stream = await EventStream.open(request)
-        try:
-            await _chat_chunks(chat, stream, first, gen.events, deadline, include_usage)
-        except e.RkllmdError as exc:
-            await stream.send(error_body(exc))
-        await stream.done()
-        return stream.response
+        answer = Answer("chatcmpl-", "chat.completion.chunk", run.model_id)
+        return await streamed(
+            request, lambda stream: _chat_chunks(stream, answer, run, reply, include_usage)
+        )
 
 
 async def _chat_chunks(
-    chat: ChatStream,
-    stream: EventStream,
-    event: TokenEvent | DoneEvent,
-    events: Any,
-    deadline: Deadline,
-    include_usage: bool,
+    stream: EventStream, answer: Answer, run: Run, reply: ChatReply, include_usage: bool
 ) -> None:
-    await stream.send(chat.chunk({"role": "assistant", "content": ""}))
-    while isinstance(event, TokenEvent):
-        for delta in chat.parser.feed(event.text):
-            await stream.send(chat.chunk(_delta_body(delta)))
-        event = await deadline.next(events)
-    deltas, calls = chat.parser.finish()
-    for delta in deltas:
-        await stream.send(chat.chunk(_delta_body(delta)))
-    if calls:
-        await stream.send(chat.chunk({"tool_calls": _tool_calls_body(calls)}))
-    await stream.send(chat.chunk({}, "tool_calls" if calls else FINISH[event.finish_reason]))
+    await stream.send(_chunk(answer, {"role": "assistant", "content": ""}))
+    async for text in run.texts():
+        for delta in reply.feed(text):
+            await stream.send(_chunk(answer, _delta_body(delta)))
+    for delta in reply.finish():
+        await stream.send(_chunk(answer, _delta_body(delta)))
+    if reply.calls:
+        calls = [{"index": i, **call.to_openai()} for i, call in enumerate(reply.calls)]
+        await stream.send(_chunk(answer, {"tool_calls": calls}))
+    await stream.send(_chunk(answer, {}, reply.finish_reason(run.finish)))
     if include_usage:
-        await stream.send(chat.usage_chunk(event.usage))
+        await stream.send(answer.body(choices=[], usage=usage_body(run.done.usage)))
 
 
-async def _chat_whole(
-    chat: ChatStream, event: TokenEvent | DoneEvent, events: Any, deadline: Deadline
-) -> web.Response:
-    parts: dict[str, list[str]] = {"content": [], "reasoning": []}
-    while isinstance(event, TokenEvent):
-        for delta in chat.parser.feed(event.text):
-            parts[delta.kind].append(delta.text)
-        event = await deadline.next(events)
-    deltas, calls = chat.parser.finish()
-    for delta in deltas:
-        parts[delta.kind].append(delta.text)
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(parts["content"])}
-    if parts["reasoning"]:
-        message["reasoning_content"] = "".join(parts["reasoning"])
-    if calls:
-        message["tool_calls"] = [
-            {k: v for k, v in c.items() if k != "index"} for c in _tool_calls_body(calls)
-        ]
+async def _chat_whole(run: Run, reply: ChatReply) -> web.Response:
+    answer = Answer("chatcmpl-", "chat.completion", run.model_id)
+    async for text in run.texts():
+        reply.feed(text)
+    reply.finish()
     choice = {
         "index": 0,
-        "message": message,
+        "message": reply.message(),
         "logprobs": None,
-        "finish_reason": "tool_calls" if calls else FINISH[event.finish_reason],
+        "finish_reason": reply.finish_reason(run.finish),
     }
-    return web.json_response(
-        {
-            "id": chat.id,
-            "object": "chat.completion",
-            "created": chat.created,
-            "model": chat.model,
-            "choices": [choice],
-            "usage": usage_body(event.usage),
-        }
-    )
+    return web.json_response(answer.body(choices=[choice], usage=usage_body(run.done.usage)))
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
@@ -199,44 +130,25 @@ async def completions(request: web.Request) -> web.StreamResponse:
         body, body.max_tokens, config.generation.default_max_tokens
     )
     generate = GenerateRequest(prompt=body.text(), sampling=sampling)
-    deadline = Deadline(
-        config.http.first_token_timeout_seconds, config.http.request_timeout_seconds
-    )
-    async with svc.manager.generation(generate, body.model) as gen:
-        event = await deadline.next(gen.events)
-        ident, created = "cmpl-" + uuid.uuid4().hex, int(time.time())
+    async with generation(svc.manager, config.http, generate, body.model) as run:
+        answer = Answer("cmpl-", "text_completion", run.model_id)
 
         def piece(text: str, finish: str | None) -> dict[str, Any]:
             choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
-            return {
-                "id": ident,
-                "object": "text_completion",
-                "created": created,
-                "model": gen.model_id,
-                "choices": [choice],
-            }
+            return answer.body(choices=[choice])
 
         if not body.stream:
-            texts = []
-            while isinstance(event, TokenEvent):
-                texts.append(event.text)
-                event = await deadline.next(gen.events)
-            whole = piece("".join(texts), FINISH[event.finish_reason])
-            return web.json_response({**whole, "usage": usage_body(event.usage)})
-        stream = await EventStream.open(request)
-        try:
-            while isinstance(event, TokenEvent):
-                await stream.send(piece(event.text, None))
-                event = await deadline.next(gen.events)
-            await stream.send(piece("", FINISH[event.finish_reason]))
+            whole = piece(await run.text(), run.finish)
+            return web.json_response({**whole, "usage": usage_body(run.done.usage)})
+
+        async def send_all(stream: EventStream) -> None:
+            async for text in run.texts():
+                await stream.send(piece(text, None))
+            await stream.send(piece("", run.finish))
             if body.stream_options and body.stream_options.include_usage:
-                await stream.send(
-                    {**piece("", None), "choices": [], "usage": usage_body(event.usage)}
-                )
-        except e.RkllmdError as exc:
-            await stream.send(error_body(exc))
-        await stream.done()
-        return stream.response
+                await stream.send(answer.body(choices=[], usage=usage_body(run.done.usage)))
+
+        return await streamed(request, send_all)
 
 
 async def embeddings(request: web.Request) -> web.Response:

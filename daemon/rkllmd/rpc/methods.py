@@ -16,8 +16,9 @@ from typing import Any
 from jsonrpcserver import Error, Result, Success
 from pydantic import ValidationError
 
-from ..backends.base import ChatMessage, GenerateRequest, LoadOptions, Sampling
-from ..chatparse import Delta, OutputParser, ToolCall
+from ..backends.base import LoadOptions
+from ..chatparse import Delta
+from ..chatturn import ChatReply, generate_request
 from ..downloads import ModelStore, PullRequest
 from ..errors import NotAvailable, RkllmdError
 from ..jobs import TERMINAL
@@ -189,75 +190,50 @@ async def _pull(store: ModelStore, ctx: CallContext, p: s.PullParams) -> Any:
         return await job.result()
 
 
-async def _chat_deltas(
-    ctx: CallContext, stream: bool, deltas: list[Delta], parts: dict[str, list[str]]
-) -> None:
-    """Collect parsed pieces; stream them as ``token`` notifications when asked to
+async def _send_deltas(ctx: CallContext, stream: bool, deltas: list[Delta]) -> None:
+    """Stream parsed pieces as ``token`` notifications when asked to
     (``{"text": ...}`` for content, ``{"reasoning": ...}`` for reasoning)."""
+    if not stream:
+        return
     for delta in deltas:
-        parts[delta.kind].append(delta.text)
-        if stream:
-            key = "text" if delta.kind == "content" else "reasoning"
-            await ctx.notify("token", {key: delta.text})
+        key = "text" if delta.kind == "content" else "reasoning"
+        await ctx.notify("token", {key: delta.text})
 
 
-def _chat_message(parts: dict[str, list[str]], calls: list[ToolCall]) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(parts["content"])}
-    if parts["reasoning"]:
-        message["reasoning_content"] = "".join(parts["reasoning"])
-    if calls:
-        message["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in calls
-        ]
-    return message
-
-
-def to_generate_request(p: s.ChatParams, default_max_tokens: int) -> GenerateRequest:
-    sampling = Sampling.from_request(p, p.max_tokens, default_max_tokens)
-    messages = tuple(
-        ChatMessage(m.role, m.content, tuple(m.tool_calls or ()), m.tool_call_id)
-        for m in p.messages
-    )
-    return GenerateRequest(
-        messages=messages,
-        sampling=sampling,
-        tools=tuple(p.tools or ()),
-        enable_thinking=p.enable_thinking,
-    )
+def _timings(started: float, first: float | None, completion_tokens: int) -> dict[str, Any]:
+    elapsed = time.monotonic() - (first or started)
+    return {
+        "ttft_ms": round(((first or time.monotonic()) - started) * 1000, 2),
+        "tokens_per_s": round(completion_tokens / elapsed, 2) if elapsed > 0 else None,
+    }
 
 
 async def _chat(
     manager: ModelManager, ctx: CallContext, p: s.ChatParams, default_max_tokens: int
 ) -> Any:
-    request = to_generate_request(p, default_max_tokens)
+    request = generate_request(
+        p,
+        max_tokens=p.max_tokens,
+        default_max=default_max_tokens,
+        enable_thinking=p.enable_thinking,
+    )
     started = time.monotonic()
     first: float | None = None
-    parts: dict[str, list[str]] = {"content": [], "reasoning": []}
     async with manager.generation(request, p.model) as gen:
-        parser = OutputParser(
-            reasoning=True,
-            tools=bool(p.tools),
-            starts_in_reasoning=bool(manager.prop("reasoning_starts_open")),
+        reply = ChatReply(
+            tools=bool(p.tools), starts_in_reasoning=bool(manager.prop("reasoning_starts_open"))
         )
         async for event in gen.events:
             if isinstance(event, DoneEvent):
-                deltas, calls = parser.finish()
-                await _chat_deltas(ctx, p.stream, deltas, parts)
-                elapsed = time.monotonic() - (first or started)
+                await _send_deltas(ctx, p.stream, reply.finish())
                 return {
                     "model": gen.model_id,
-                    "message": _chat_message(parts, calls),
-                    "finish_reason": "tool_calls" if calls else event.finish_reason,
+                    "message": reply.message(),
+                    "finish_reason": reply.finish_reason(event.finish_reason),
                     "usage": event.usage,
                     **({"perf": event.perf} if event.perf else {}),
-                    "timings": {
-                        "ttft_ms": round(((first or time.monotonic()) - started) * 1000, 2),
-                        "tokens_per_s": round(event.usage["completion_tokens"] / elapsed, 2)
-                        if elapsed > 0
-                        else None,
-                    },
+                    "timings": _timings(started, first, event.usage["completion_tokens"]),
                 }
             first = first or time.monotonic()
-            await _chat_deltas(ctx, p.stream, parser.feed(event.text), parts)
+            await _send_deltas(ctx, p.stream, reply.feed(event.text))
     raise RkllmdError("the generation ended without a result")

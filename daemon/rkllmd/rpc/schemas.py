@@ -42,6 +42,9 @@ class Message(Params):
     tool_calls: Annotated[list[dict[str, Any]], Field(max_length=128)] | None = None
     tool_call_id: Annotated[str, Field(max_length=256)] | None = None
 
+    def text(self) -> str:
+        return self.content
+
 
 class ChatParams(Params):
     model: ModelName | None = None

@@ -1,0 +1,85 @@
+"""Generations and streamed answers, the same for every HTTP dialect.
+
+``generation`` starts the request's deadlines before it waits for the queue and
+the load, and pulls the first event before the caller answers anything, so all
+that can go wrong up to there is still a plain HTTP error. ``streamed`` sends
+what goes wrong after the first byte in-band, then ends the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+
+from .. import errors as e
+from ..backends.base import GenerateRequest
+from ..config import HttpSection
+from ..manager import ModelManager
+from ..worker.proxy import DoneEvent, TokenEvent
+from .errors import error_body
+from .sse import Deadline, EventStream
+
+FINISH = {"stop": "stop", "length": "length", "abort": "stop"}
+
+
+class Run:
+    """One generation's token texts, pulled under the request's deadlines."""
+
+    def __init__(
+        self,
+        model_id: str,
+        events: AsyncIterator[TokenEvent | DoneEvent],
+        deadline: Deadline,
+        first: TokenEvent | DoneEvent,
+    ) -> None:
+        self.model_id = model_id
+        self._events = events
+        self._deadline = deadline
+        self._event = first
+
+    async def texts(self) -> AsyncIterator[str]:
+        while isinstance(self._event, TokenEvent):
+            yield self._event.text
+            self._event = await self._deadline.next(self._events)
+
+    async def text(self) -> str:
+        return "".join([piece async for piece in self.texts()])
+
+    @property
+    def done(self) -> DoneEvent:
+        if not isinstance(self._event, DoneEvent):
+            raise RuntimeError("the generation has not ended yet")
+        return self._event
+
+    @property
+    def finish(self) -> str:
+        """The OpenAI finish reason."""
+        return FINISH[self.done.finish_reason]
+
+
+@asynccontextmanager
+async def generation(
+    manager: ModelManager, http: HttpSection, request: GenerateRequest, model: str | None
+) -> AsyncIterator[Run]:
+    deadline = Deadline(http.first_token_timeout_seconds, http.request_timeout_seconds)
+    async with manager.generation(request, model) as gen:
+        yield Run(gen.model_id, gen.events, deadline, await deadline.next(gen.events))
+
+
+async def streamed(
+    request: web.Request,
+    send_all: Callable[[EventStream], Awaitable[None]],
+    *,
+    ndjson: bool = False,
+) -> web.StreamResponse:
+    """Open an SSE (or NDJSON) stream, let ``send_all`` fill it, and end it."""
+    stream = await EventStream.open(request, ndjson=ndjson)
+    try:
+        await send_all(stream)
+    except e.RkllmdError as exc:
+        body = error_body(exc)
+        await stream.send({"type": "error", **body} if ndjson else body)
+    await stream.done()
+    return stream.response
