@@ -110,6 +110,13 @@ async def test_embeddings_float_and_base64(client) -> None:
     assert floats["usage"]["prompt_tokens"] > 0
 
 
+async def test_empty_embedding_input_is_a_400(client) -> None:
+    for text in ("", ["fine", ""]):
+        response = await client.post("/v1/embeddings", json={"model": "smollm2", "input": text})
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "invalid_params"
+
+
 async def test_unknown_fields_ignored_invalid_values_rejected(client) -> None:
     ok = await client.post(
         "/v1/chat/completions", json=chat_body(max_tokens=2, user="me", metadata={"a": 1})

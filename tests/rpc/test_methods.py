@@ -253,6 +253,14 @@ def test_embeddings_are_normalised_and_meaningful(daemon) -> None:
     assert daemon.call("chat", **chat_params(max_tokens=2))["usage"]["completion_tokens"] == 2
 
 
+@pytest.mark.parametrize("text", ["", ["fine", ""]])
+def test_empty_embedding_input_is_invalid_params(daemon, text: str | list[str]) -> None:
+    with pytest.raises(RpcError) as err:
+        daemon.call("embed", input=text)
+    assert err.value.code == -32602 and err.value.data["code"] == "invalid_params"
+    assert daemon.call("embed", input="fine")["data"]
+
+
 def test_ignore_eos_generates_to_the_budget(daemon) -> None:
     result = daemon.call("chat", **chat_params("Say OK.", max_tokens=300, ignore_eos=True))
     assert result["usage"]["completion_tokens"] == 300 and result["finish_reason"] == "length"

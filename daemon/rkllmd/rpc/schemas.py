@@ -97,8 +97,10 @@ class RemoveParams(Params):
 class EmbedParams(Params):
     model: ModelName | None = None
     input: (
-        Annotated[str, Field(max_length=1_048_576)]
+        # An empty text has nothing to embed (llama.cpp fails on it): refused as OpenAI does.
+        Annotated[str, Field(min_length=1, max_length=1_048_576)]
         | Annotated[
-            list[Annotated[str, Field(max_length=1_048_576)]], Field(min_length=1, max_length=256)
+            list[Annotated[str, Field(min_length=1, max_length=1_048_576)]],
+            Field(min_length=1, max_length=256),
         ]
     )
