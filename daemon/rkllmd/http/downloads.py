@@ -16,9 +16,9 @@ from ..downloads import ModelStore, PullRequest
 from ..jobs import TERMINAL
 from . import schemas as s
 from .edge import read_body
-from .errors import error_body
 from .services import services
 from .sse import EventStream
+from .streaming import streamed
 
 
 async def _request(request: web.Request) -> tuple[ModelStore, PullRequest]:
@@ -51,13 +51,11 @@ async def download_stream(request: web.Request) -> web.StreamResponse:
     """Progress as SSE events (bytes, rate, ETA per file and overall), then the result."""
     store, pull = await _request(request)
     async with store.pull(pull) as job:
-        stream = await EventStream.open(request)
-        async for event in job.events():
-            if event["stage"] not in TERMINAL:
-                await stream.send(event)
-        try:
+
+        async def send_all(stream: EventStream) -> None:
+            async for event in job.events():
+                if event["stage"] not in TERMINAL:
+                    await stream.send(event)
             await stream.send({"stage": "done", "result": await job.result()})
-        except e.RkllmdError as exc:
-            await stream.send(error_body(exc))
-        await stream.done()
-        return stream.response
+
+        return await streamed(request, send_all)
