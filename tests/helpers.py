@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_ID = "SmolLM2-135M-Instruct.Q4_1"
+# Linux's SO_TIMESTAMP (also its SCM_TIMESTAMP: a struct timeval), missing from the
+# socket module of some Python builds.
+SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)
 
 
 def model_source() -> Path:
@@ -78,8 +82,12 @@ class RpcClient:
 
     def __init__(self, path: Path, timeout: float = 120.0) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.connect(str(path))
+        except BaseException:
+            self.sock.close()  # no unclosed socket (a ResourceWarning, an error here) left
+            raise
         self.file = self.sock.makefile("rwb")
         self._ids = iter(range(1, 1 << 30))
         self.notifications: list[dict[str, Any]] = []
@@ -119,33 +127,52 @@ class RpcClient:
         return self.finish(self.start(method, **params))
 
     def close(self) -> None:
+        # Apart: after a broken pipe the buffered writer re-raises on close, and the
+        # socket must still be closed (else an unclosed-socket ResourceWarning).
         with contextlib.suppress(OSError):
             self.file.close()
-            self.sock.close()
+        self.sock.close()
 
 
 class NotifyListener:
-    """Stands in for systemd: collects sd_notify datagrams."""
+    """Stands in for systemd: collects sd_notify datagrams.
+
+    ``received`` pairs each line with the kernel's receive time of its datagram
+    (SO_TIMESTAMP, wall clock), so gaps between notifications are the sender's,
+    not this thread's scheduling.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
         self.sock.bind(str(path))
         self.sock.settimeout(0.2)
         self.messages: list[str] = []
+        self.received: list[tuple[float, str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def _receive(self) -> None:
+        data, ancdata, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(16))
+        stamp = time.time()
+        for level, kind, value in ancdata:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP:
+                seconds, micros = struct.unpack("qq", value[:16])
+                stamp = seconds + micros / 1e6
+        lines = data.decode("latin-1").split("\n")
+        self.received.extend((stamp, line) for line in lines)
+        self.messages.extend(lines)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                data = self.sock.recv(4096)
+                self._receive()
             except TimeoutError:
                 continue
             except OSError:
                 return
-            self.messages.extend(data.decode("latin-1").split("\n"))
 
     def has(self, line: str) -> bool:
         return line in list(self.messages)
@@ -153,6 +180,14 @@ class NotifyListener:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+        if self.sock.fileno() < 0:
+            return  # closed before (stop() may run twice)
+        # Datagrams that arrived after the thread's last read: every one the daemon sent
+        # before it exited is in the buffer now, so a test after stop() sees them all.
+        self.sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            while True:
+                self._receive()
         self.sock.close()
 
 
@@ -179,7 +214,15 @@ class DaemonProcess:
                 watchdog_usec
             )  # no WATCHDOG_PID: pid unknown before fork
         environment.update(env or {})
-        # Every daemon gets its own port so tests never meet a developer's 8080.
+        self._environment = environment
+        self._args = list(args)
+        self._log = self.log_path.open("wb")
+        self._spawn()
+
+    def _spawn(self) -> None:
+        # Every daemon gets its own port so tests never meet a developer's 8080. The port
+        # is free when probed but may be taken before the daemon binds it: wait_ready()
+        # then starts the daemon again on another one.
         self.http_port = free_port()
         self.http_url = f"http://127.0.0.1:{self.http_port}"
         self.argv = [
@@ -187,23 +230,39 @@ class DaemonProcess:
             "-m",
             "rkllmd",
             "--models-dir",
-            str(models_dir),
+            str(self.models_dir),
             "--socket",
             str(self.socket),
             "--listen",
             f"127.0.0.1:{self.http_port}",
             "--log-level",
             "debug",
-            *args,
+            *self._args,
         ]
-        self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            self.argv, env=environment, stdout=self._log, stderr=subprocess.STDOUT
+            self.argv, env=self._environment, stdout=self._log, stderr=subprocess.STDOUT
         )
 
+    def _respawn_if_port_taken(self) -> bool:
+        """Start again on a new port if the last start lost its port to someone else."""
+        if self.proc.returncode != 1 or "address already in use" not in self.log():
+            return False
+        self._log.seek(0)
+        self._log.truncate()
+        self.notify.messages.clear()
+        self.notify.received.clear()
+        self._spawn()
+        return True
+
     def wait_ready(self, timeout: float = 60.0) -> DaemonProcess:
+        respawns = 3
+
         def ready() -> bool:
+            nonlocal respawns
             if self.proc.poll() is not None:
+                if respawns and self._respawn_if_port_taken():
+                    respawns -= 1
+                    return False
                 raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
             return self.notify.has("READY=1")
 
@@ -239,6 +298,23 @@ class DaemonProcess:
         self.notify.close()
         shutil.rmtree(self.dir, ignore_errors=True)
         return self.proc.returncode
+
+
+def read_http_response(conn: socket.socket) -> bytes:
+    """One whole HTTP response with a Content-Length body (one recv may return a part)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        assert chunk, f"closed before the end of the headers: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    length = next((int(x.split(b":")[1]) for x in lines if x.startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        assert chunk, f"closed before the end of the body: {data + body!r}"
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 def chat_params(content: str = "Say hello", **extra: Any) -> dict[str, Any]:

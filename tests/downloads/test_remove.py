@@ -149,7 +149,7 @@ def test_no_remove_while_the_repo_is_being_pulled(
         "org/two", {"a.gguf": b"GGUF" + os.urandom(5000), "b.gguf": b"GGUF" + os.urandom(8 << 20)}
     )
     store_daemon.call("pull", repo="org/two", file="a.gguf")
-    repo.faults["b.gguf"] = Fault(rate=1 << 20)
+    repo.faults["b.gguf"] = Fault(rate=1 << 19)  # 16 s: still running for both checks
     client = store_daemon.client()
     client.start("pull", repo="org/two", file="b.gguf", progress=True)
 

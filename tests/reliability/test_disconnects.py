@@ -11,6 +11,7 @@ import asyncio
 import random
 import socket
 import time
+from typing import Any
 
 from tests.backends.conftest import NpuDaemon
 from tests.helpers import wait_for
@@ -51,13 +52,18 @@ def test_hundred_vanishing_clients(npu_daemon: NpuDaemon, call_log: CallLog) -> 
     detect: list[float] = []
     for i in range(100):
         marker = f"v{i:03d}"
-        if i % 2 == 0:  # mid-stream: after the first token
-            conn = open_stream(daemon, f"{marker} [[repeat:500]]")
-            read_until(conn, b"data: {")
-            read_until(conn, b"tok")
-        else:  # during prefill: as soon as the NPU has the prompt
-            conn = open_stream(daemon, f"{marker} {PADDING} [[repeat:500]]")
-            wait_for(lambda m=marker: runs_with(call_log, m), 10, "the run", interval=0.005)
+        mid_stream = i % 2 == 0
+        padding = "" if mid_stream else f" {PADDING}"
+        conn = open_stream(daemon, f"{marker}{padding} [[repeat:500]]")
+        try:
+            if mid_stream:  # after the first token
+                read_until(conn, b"data: {")
+                read_until(conn, b"tok")
+            else:  # during prefill: as soon as the NPU has the prompt
+                wait_for(lambda m=marker: runs_with(call_log, m), 10, "the run", interval=0.005)
+        except BaseException:
+            conn.close()
+            raise
         aborts = len(call_log.calls("rkllm_abort"))
         t0 = time.monotonic()
         hang_up(conn)
@@ -100,17 +106,25 @@ def settled(counters: dict[str, int]) -> dict[str, int] | None:
     return counters if ended == counters["generations"] else None
 
 
+def quiet(status: dict[str, Any]) -> dict[str, Any] | None:
+    """``status`` when nothing waits or runs and every started generation has ended."""
+    idle = status["queue"]["waiting"] == 0 and status["state"] == "ready"
+    return status if idle and settled(status["counters"]) else None
+
+
 async def _burst(port: int, clients: int, seed: int) -> None:
     """Clients that all connect at once and hang up at random moments (many while queued)."""
     rng = random.Random(seed)
 
     async def one(i: int) -> None:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            http_request("/v1/chat/completions", chat_body(f"b{i} [[repeat:40]]", stream=True))
-        )
-        await asyncio.sleep(rng.uniform(0, 1.5))
-        writer.transport.abort()
+        try:
+            writer.write(
+                http_request("/v1/chat/completions", chat_body(f"b{i} [[repeat:40]]", stream=True))
+            )
+            await asyncio.sleep(rng.uniform(0, 1.5))
+        finally:
+            writer.transport.abort()  # also when the test fails: no unclosed transport
 
     await asyncio.gather(*(one(i) for i in range(clients)))
 
@@ -122,9 +136,16 @@ def test_burst_of_hang_ups_drains_the_queue(npu_daemon: NpuDaemon, call_log: Cal
     baseline = fd_count(pid)
     workers = children(pid)
     asyncio.run(_burst(daemon.http_port, 100, seed=7))
-    wait_for(lambda: daemon.call("status")["queue"]["waiting"] == 0, 15, "the queue to drain")
-    wait_for(lambda: daemon.call("status")["state"] == "ready", 15, "ready")
-    counters = wait_for(lambda: settled(daemon.call("status")["counters"]), 15, "runs to end")
+    # First every connection of the burst is gone on the daemon's side too: then no
+    # request of the burst can still reach the queue after the checks below.
+    fds = settle_fds(pid, baseline, timeout=30)
+    assert fds <= baseline + 2, (fds, baseline)
+    # Then one status snapshot in which nothing waits or runs and every generation
+    # that started has ended (separate polls could each hold at different moments).
+    status = wait_for(
+        lambda: quiet(daemon.call("status")), 30, "the queue to drain and every run to end"
+    )
+    counters = status["counters"]
     runs = len(call_log.runs()) - 1
     # Every run that started either finished or was aborted; nothing is left over.
     assert counters["completed"] + counters["aborted"] == runs + 1, (counters, runs)
@@ -139,8 +160,6 @@ def test_burst_of_hang_ups_drains_the_queue(npu_daemon: NpuDaemon, call_log: Cal
     assert native_aborted <= len(call_log.calls("rkllm_abort")) <= counters["aborted"]
     assert counters["completed"] - 1 <= runs - native_aborted
     assert children(pid) == workers and not zombies(pid)
-    fds = settle_fds(pid, baseline)
-    assert fds <= baseline + 2, (fds, baseline)
     assert "never retrieved" not in daemon.log()
     reply = daemon.call("chat", messages=[{"role": "user", "content": "[[say:still here]]"}])
     assert reply["message"]["content"] == "still here"

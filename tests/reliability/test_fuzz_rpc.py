@@ -87,10 +87,10 @@ class Bystander(threading.Thread):
     def run(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(10)
-        sock.connect(str(self.path))
-        stream = sock.makefile("rwb")
         n = 0
         try:
+            sock.connect(str(self.path))
+            stream = sock.makefile("rwb")
             while not self.stop.is_set():
                 n += 1
                 started = time.monotonic()

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import DaemonProcess, RpcError, running_daemon, short_tempdir
+from tests.helpers import DaemonProcess, RpcError, running_daemon, short_tempdir, wait_for
 from tests.reliability.test_fuzz_http import _unexpected_tracebacks
 
 MODEL_ID = "Qwen2.5-0.5B-Instruct_W8A8_RK3588"
@@ -172,7 +172,11 @@ def traced(pid: int, log: Path) -> Iterator[bool]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(0.5)
+    # Attached means every thread of the daemon names strace as its tracer (a fixed
+    # sleep could let the first requests go untraced on a slow machine).
+    wait_for(
+        lambda: tracer.poll() is not None or _traced_by(pid, tracer.pid), 30, "strace to attach"
+    )
     if tracer.poll() is not None:
         yield False
         return
@@ -183,9 +187,23 @@ def traced(pid: int, log: Path) -> Iterator[bool]:
         tracer.wait(10)
 
 
+def _traced_by(pid: int, tracer: int) -> bool:
+    """Whether every thread of ``pid`` is being traced by ``tracer``."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            status = Path(f"/proc/{pid}/task/{task}/status").read_text()
+        except FileNotFoundError:
+            continue  # the thread ended
+        if f"\nTracerPid:\t{tracer}\n" not in status:
+            return False
+    return True
+
+
 def _names_outside(line: str, outside: str) -> bool:
     """Whether a traced call names a path under ``outside`` (a readlink's result aside)."""
-    match = re.match(r"\s*\d+\s+(\w+)\(", line)
+    # "PID name(args" or, when strace interleaved another thread's call, the second half
+    # "PID <... name resumed>args" (whose strings are the rest: a readlink's result).
+    match = re.match(r"\s*\d+\s+(?:<\.\.\. )?(\w+)(?:\(| resumed>)", line)
     strings = re.findall(r'"((?:[^"\\]|\\.)*)"', line)
     if match and match.group(1) in ("readlink", "readlinkat"):
         strings = strings[:-1]  # the link's text: read from inside, it is not a path opened

@@ -26,8 +26,10 @@ ENV = {"RKLLM_DOUBLE_TOKEN_DELAY_US": "10000"}
 STREAMS = 4
 
 
-async def stream(url: str, content: str, model: str = MODEL_ID) -> dict[str, Any]:
-    """One SSE chat; what arrived and how it ended."""
+async def stream(
+    url: str, content: str, model: str = MODEL_ID, first_token: asyncio.Event | None = None
+) -> dict[str, Any]:
+    """One SSE chat; what arrived and how it ended (``first_token`` set on the first)."""
     body = {"model": model, "stream": True, "messages": [{"role": "user", "content": content}]}
     out: dict[str, Any] = {"status": None, "tokens": 0, "done": False, "error": None}
     try:
@@ -50,19 +52,36 @@ async def stream(url: str, content: str, model: str = MODEL_ID) -> dict[str, Any
                         out["error"] = event["error"].get("code")
                     elif event["choices"] and event["choices"][0]["delta"].get("content"):
                         out["tokens"] += 1
+                        if first_token is not None:
+                            first_token.set()
     except aiohttp.ClientError as exc:
         out["error"] = type(exc).__name__
     return out
 
 
+def arrived(daemon: DaemonProcess, before: int) -> int:
+    """Streams that reached the slot: queued, generating or done (one status snapshot)."""
+    status = daemon.call("status")
+    return int(status["queue"]["waiting"] + status["counters"]["generations"] - before)
+
+
 async def streams_with_signal(
     daemon: DaemonProcess, sig: signal.Signals, tokens: int
 ) -> list[dict[str, Any]]:
-    tasks = []
-    for i in range(STREAMS):
+    """STREAMS streams in order; the signal once the first has a token and all arrived."""
+    before = daemon.call("status")["counters"]["generations"]
+    generating = asyncio.Event()
+    tasks = [
+        asyncio.create_task(
+            stream(daemon.http_url, f"s0 [[repeat:{tokens}]]", first_token=generating)
+        )
+    ]
+    await asyncio.wait_for(generating.wait(), 30)
+    for i in range(1, STREAMS):
         tasks.append(asyncio.create_task(stream(daemon.http_url, f"s{i} [[repeat:{tokens}]]")))
-        await asyncio.sleep(0.05)  # arrival order
-    await asyncio.sleep(0.5)  # the first stream is generating, the others queue
+        await asyncio.to_thread(
+            wait_for, lambda n=i: arrived(daemon, before) > n, 15, f"stream {i} to arrive"
+        )
     daemon.proc.send_signal(sig)
     return list(await asyncio.gather(*tasks))
 
@@ -76,7 +95,7 @@ def test_sigterm_during_streams(npu_daemon: NpuDaemon, call_log: CallLog) -> Non
     code = daemon.proc.wait(20)
     stop_seconds = time.monotonic() - t0
     assert code == 0
-    assert daemon.notify.has("STOPPING=1")
+    wait_for(lambda: daemon.notify.has("STOPPING=1"), 10, "STOPPING=1")
     first, queued = results[0], results[1:]
     # The running stream is cut at the drain deadline with an error event, then [DONE].
     assert first["status"] == 200 and 0 < first["tokens"] < 1000, first
@@ -86,7 +105,7 @@ def test_sigterm_during_streams(npu_daemon: NpuDaemon, call_log: CallLog) -> Non
         assert out["tokens"] == 0 and (out["error"] is not None or out["status"] == 503), out
     assert len(call_log.runs()) == 1
     assert call_log.calls("rkllm_abort") and call_log.calls("rkllm_destroy")
-    wait_for(lambda: not children(pid) and not Path(f"/proc/{worker}").exists(), 5, "worker gone")
+    wait_for(lambda: not children(pid) and not Path(f"/proc/{worker}").exists(), 15, "worker gone")
     record(
         "sigterm-under-load",
         streams=STREAMS,
@@ -101,13 +120,15 @@ def test_sigterm_during_streams(npu_daemon: NpuDaemon, call_log: CallLog) -> Non
 def test_sighup_during_streams(npu_daemon: NpuDaemon, call_log: CallLog) -> None:
     daemon = npu_daemon(env=ENV)
     worker = daemon.call("status")["worker_pid"]
-    results = asyncio.run(streams_with_signal(daemon, signal.SIGHUP, 40))
-    wait_for(lambda: daemon.notify.has("RELOADING=1"), 5, "RELOADING=1")
+    # 1 s per stream: the signal certainly comes while streams still run or wait.
+    results = asyncio.run(streams_with_signal(daemon, signal.SIGHUP, 100))
+    wait_for(lambda: daemon.notify.has("RELOADING=1"), 15, "RELOADING=1")
     for out in results:
-        assert out == {"status": 200, "tokens": 40, "done": True, "error": None}, out
-    status = daemon.call("status")
-    assert status["worker_pid"] == worker and status["counters"]["completed"] == STREAMS
-    record("sighup-under-load", streams=STREAMS, tokens_each=40, all_complete=True)
+        assert out == {"status": 200, "tokens": 100, "done": True, "error": None}, out
+    # A stream's [DONE] is written before its generation is counted: wait for the count.
+    wait_for(lambda: daemon.call("status")["counters"]["completed"] == STREAMS, 10, "all counted")
+    assert daemon.call("status")["worker_pid"] == worker
+    record("sighup-under-load", streams=STREAMS, tokens_each=100, all_complete=True)
 
 
 async def _switch_storm(daemon: DaemonProcess, models: list[str], n: int) -> list[Any]:

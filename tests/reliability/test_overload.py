@@ -2,12 +2,15 @@
 
 A blocker stream holds the slot for the whole storm, so the outcome is exact:
 32 admitted, 168 refused with 503 + Retry-After, while /health and RPC status
-stay fast; then the queue drains in FIFO order.
+are still answered; then the queue drains in FIFO order. Latencies are recorded
+(docs/reliability.md), not asserted: what is asserted is what happened while
+the slot was held.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -40,8 +43,9 @@ def chat_json(marker: str, tokens: int = 2) -> dict[str, Any]:
 
 
 async def blocker(session: aiohttp.ClientSession, url: str, started: asyncio.Event) -> None:
-    """A long stream that holds the slot until cancelled (the client hangs up)."""
-    body = chat_json("blocker", 3000) | {"stream": True}
+    """A long stream (40 s of tokens) that holds the slot until cancelled (the client
+    hangs up); the test checks that it was still running when the storm was over."""
+    body = chat_json("blocker", 4000) | {"stream": True}
     async with session.post(f"{url}/v1/chat/completions", json=body) as resp:
         assert resp.status == 200
         async for _ in resp.content:
@@ -70,28 +74,30 @@ class Prober(threading.Thread):
             self.error = exc
 
     def _loop(self) -> None:
-        rpc = RpcClient(self.daemon_process.socket, timeout=10)
-        conn = socket.create_connection(("127.0.0.1", self.daemon_process.http_port), timeout=10)
-        reader = conn.makefile("rb")
-        try:
-            while not self.stop.is_set():
-                t0 = time.perf_counter()
-                conn.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                assert reader.readline().split()[1] == b"200"
-                length = 0
-                while (line := reader.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                reader.read(length)
-                self.health.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                state = rpc.call("status")["state"]
-                self.status.append(time.perf_counter() - t0)
-                assert state in ("generating", "ready"), state
-                time.sleep(0.01)
-        finally:
-            rpc.close()
-            conn.close()
+        with contextlib.ExitStack() as stack:
+            rpc = RpcClient(self.daemon_process.socket, timeout=10)
+            stack.callback(rpc.close)
+            address = ("127.0.0.1", self.daemon_process.http_port)
+            conn = stack.enter_context(socket.create_connection(address, timeout=10))
+            reader = stack.enter_context(conn.makefile("rb"))
+            self._probe(rpc, conn, reader)
+
+    def _probe(self, rpc: RpcClient, conn: socket.socket, reader: Any) -> None:
+        while not self.stop.is_set():
+            t0 = time.perf_counter()
+            conn.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert reader.readline().split()[1] == b"200"
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            reader.read(length)
+            self.health.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            state = rpc.call("status")["state"]
+            self.status.append(time.perf_counter() - t0)
+            assert state in ("generating", "ready"), state
+            time.sleep(0.01)
 
 
 async def storm(daemon: DaemonProcess) -> dict[str, Any]:
@@ -131,8 +137,21 @@ async def storm(daemon: DaemonProcess) -> dict[str, Any]:
         deadline = time.monotonic() + 60
         while sum(t.done() for t in tasks) < expected and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        refused_while_held = not hold.done()
         waiting = await asyncio.to_thread(lambda: daemon.call("status")["queue"]["waiting"])
-        await asyncio.sleep(1.0)  # keep probing a full queue for a while
+        # Keep probing the full queue: health and status answers that arrive now were
+        # served while the slot was held and the queue was full.
+        probed = len(prober.health), len(prober.status)
+        await asyncio.to_thread(
+            wait_for,
+            lambda: len(prober.health) >= probed[0] + 10 and len(prober.status) >= probed[1] + 10,
+            30,
+            "probes answered while the queue is full",
+        )
+        full_after_probing = await asyncio.to_thread(
+            lambda: daemon.call("status")["queue"]["waiting"]
+        )
+        held_after_probing = not hold.done()
         rss_peak = rss_bytes(pid)
         prober.stop.set()
         await asyncio.to_thread(prober.join)
@@ -144,6 +163,9 @@ async def storm(daemon: DaemonProcess) -> dict[str, Any]:
         return {
             "ordered": first,
             "results": results,
+            "refused_while_held": refused_while_held,
+            "held_after_probing": held_after_probing,
+            "full_after_probing": full_after_probing,
             "waiting": waiting,
             "health": prober.health,
             "status": prober.status,
@@ -162,12 +184,15 @@ def test_storm_of_200_with_queue_of_32(npu_daemon: NpuDaemon, call_log: CallLog)
     assert all(r[0] == 200 for r in out["ordered"])
     assert len(refused) == STORM - (QUEUE - ORDERED), sorted(r[0] for r in results)
     assert len(admitted) == QUEUE - ORDERED
+    # No refusal waited for the slot: all came while the blocker still held it.
+    assert out["refused_while_held"], "the blocker ended before the storm was refused"
     assert out["waiting"] == QUEUE
     for _, _, _, body, retry in refused:
         assert body["error"]["code"] == "queue_full"
         assert retry is not None and 0 < int(retry) <= 60
     refusal_p99 = p99([r[2] for r in refused])
-    assert refusal_p99 < 5.0  # no refusal waits for the slot (which is held for minutes)
+    # /health and status were answered with the slot held and the queue full.
+    assert out["held_after_probing"] and out["full_after_probing"] == QUEUE
     # FIFO: the NPU ran the ordered requests first, in their order, then the
     # storm's admitted ones; every answer came from its own request's run.
     wait_for(lambda: len(call_log.runs()) >= QUEUE + 1, 30, "every admitted run")
@@ -176,9 +201,7 @@ def test_storm_of_200_with_queue_of_32(npu_daemon: NpuDaemon, call_log: CallLog)
     assert sorted(run_markers[ORDERED:]) == sorted(f"m{i:03d}" for _, i, _, _, _ in admitted)
     for _, _, _, body, _ in [*out["ordered"], *admitted]:
         assert body["model"] == MODEL_ID and body["choices"][0]["message"]["content"]
-    health_p99, status_p99 = p99(out["health"]), p99(out["status"])
-    # Recorded in docs/reliability.md; the bound is loose for loaded CI cores.
-    assert health_p99 < 1.0 and status_p99 < 1.0, (health_p99, status_p99)
+    health_p99, status_p99 = p99(out["health"]), p99(out["status"])  # recorded below
     rss_growth = out["rss_peak"] - rss_start
     assert rss_growth < 64 << 20
     state = daemon.call("status")
