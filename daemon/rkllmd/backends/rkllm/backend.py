@@ -65,6 +65,10 @@ class RkllmBackend:
         self, request: GenerateRequest, emit: EmitText, cancel: threading.Event
     ) -> GenerateResult:
         model = self._require()
+        if cancel.is_set():
+            # Cancelled before the run began: an rkllm_abort now could land before
+            # rkllm_run resets its state and be lost. The KV cache is left as it is.
+            return GenerateResult("abort", Usage())
         prompt = self._prompt(model, request)
         plan = self._kv.plan(prompt, model.n_ctx)
         if plan.clear:
