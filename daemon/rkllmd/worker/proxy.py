@@ -114,6 +114,9 @@ class WorkerProcess:
     async def _send(self, kind: str, **fields: Any) -> None:
         stdin = self._proc.stdin
         assert stdin is not None
+        # The stuck check measures silence since the worker was last heard from or given
+        # work: a generation after a long idle spell must not count the idle time.
+        self.last_activity = time.monotonic()
         try:
             stdin.write(p.encode(kind, **fields))
             await stdin.drain()
