@@ -23,9 +23,16 @@ class CallLog:
         self.path = path
 
     def all(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+        # The double may be writing a line right now, and a reader can see part of it
+        # (cut anywhere, even inside a UTF-8 character): only whole lines count.
+        # Split on "\n" alone: str.splitlines() also splits on U+2028 and the like, which
+        # the double writes unescaped inside JSON strings.
+        complete = data[: data.rfind(b"\n") + 1]
+        return [json.loads(line) for line in complete.split(b"\n") if line]
 
     def calls(self, fn: str) -> list[dict[str, Any]]:
         return [c for c in self.all() if c["fn"] == fn]

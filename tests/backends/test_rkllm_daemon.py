@@ -147,7 +147,10 @@ def test_waiting_convention_with_only_the_rest_in_normal(npu_daemon: NpuDaemon) 
 
 def test_sampling_on_runtime_12_is_init_time(npu_daemon: NpuDaemon, call_log: CallLog) -> None:
     daemon = npu_daemon(abi=12, version="1.2.3", env={"RKLLM_DOUBLE_TOKEN_DELAY_US": "20000"})
-    result = chat(daemon, msgs(("user", "[[repeat:30]]")), temperature=0.1, max_tokens=5)
+    # A reply far longer than the budget (10 s of tokens): the run must still be going
+    # when the backend's abort comes, however late a loaded machine delivers it; with a
+    # short reply the run could end on its own first and no rkllm_abort be made.
+    result = chat(daemon, msgs(("user", "[[repeat:500]]")), temperature=0.1, max_tokens=5)
     run = call_log.runs()[-1]
     assert run["sampling"]["source"] == "init" and run["sampling"]["temperature"] == 0.8
     # max_tokens still holds: the backend stops the run itself.

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -238,23 +239,42 @@ def test_daemon_not_running_exits_3(start_daemon, models_dir: Path) -> None:  # 
 
     daemon = start_daemon(models_dir)
     assert ok(daemon.socket, "status").code == 0
-    assert daemon.stop() == 0  # SIGTERM: the daemon removes its socket on the way out
+    # Stopped by hand: daemon.stop() removes the daemon's temp dir, socket included, so
+    # the socket check must come between the exit and that clean-up.
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(30) == 0
+    assert not daemon.socket.exists()  # the daemon removes its socket on the way out
     gone = ctl(daemon.socket, "status")
     assert gone.code == 3 and "is rkllmd running?" in gone.stderr
 
 
 # --- the watcher, seen through rkllmctl ----------------------------------------------------
 
+# Debounce, the settle window and its re-check, plus a new rkllmctl process per poll: a
+# loaded machine can take seconds. A deadline, not a timing: passing runs end far sooner.
+WATCH_DEADLINE = 30.0
+
 
 def test_added_gguf_shows_up_in_ls_and_disappears_when_deleted(idle: DaemonProcess) -> None:
     assert ls_ids(idle.socket) == [MODEL_ID]
     extra = idle.models_dir / "Another-Model.Q4_1.gguf"
     shutil.copyfile(idle.models_dir / MODEL_FILE, extra)  # fresh mtime: must settle first
-    wait_for(lambda: "Another-Model.Q4_1" in ls_ids(idle.socket), 2.0, "the copy in rkllmctl ls")
-    listed = {m["id"]: m for m in ok(idle.socket, "--json", "ls").json()}
-    assert listed["Another-Model.Q4_1"]["size_bytes"] == extra.stat().st_size
-    assert listed["Another-Model.Q4_1"]["loaded"] is False
+    size = extra.stat().st_size
+
+    def listed() -> dict[str, Any]:
+        return {m["id"]: m for m in ok(idle.socket, "--json", "ls").json()}
+
+    # Wait for the whole file: should the copy have paused longer than the settle window
+    # (a loaded machine), a part was listed until the rescan after its last write.
+    wait_for(
+        lambda: listed().get("Another-Model.Q4_1", {}).get("size_bytes") == size,
+        WATCH_DEADLINE,
+        "the whole copy in rkllmctl ls",
+    )
+    assert listed()["Another-Model.Q4_1"]["loaded"] is False
     assert "Another-Model.Q4_1" in ok(idle.socket, "ls").stdout
 
     extra.unlink()
-    wait_for(lambda: ls_ids(idle.socket) == [MODEL_ID], 2.0, "the copy to leave rkllmctl ls")
+    wait_for(
+        lambda: ls_ids(idle.socket) == [MODEL_ID], WATCH_DEADLINE, "the copy to leave rkllmctl ls"
+    )

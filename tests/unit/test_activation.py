@@ -99,7 +99,15 @@ os.execv(sys.argv[2], sys.argv[2:])
 class ActivatedDaemon:
     """rkllmd started like systemd starts it: sockets at fds 3.., LISTEN_PID=$$ via exec."""
 
-    def __init__(self, workdir: Path, socks: list[socket.socket], *, names: str, args: list[str]):
+    def __init__(
+        self,
+        workdir: Path,
+        socks: list[socket.socket],
+        *,
+        names: str,
+        args: list[str],
+        extra_env: dict[str, str] | None = None,
+    ):
         self.notify = NotifyListener(workdir / f"n{len(list(workdir.iterdir()))}.sock")
         self.log_path = workdir / "daemon.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RKLLMD_", "LISTEN_"))}
@@ -110,6 +118,7 @@ class ActivatedDaemon:
                 "LISTEN_FDS": str(len(socks)),
                 "LISTEN_FDNAMES": names,
                 "PYTHONPATH": str(REPO / "daemon"),
+                **(extra_env or {}),
             }
         )
         fds = ",".join(str(s.fileno()) for s in socks)
@@ -151,22 +160,24 @@ class ActivatedDaemon:
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(30)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()  # never left running: the caller's assert reports it
+                self.proc.wait()
         self.notify.close()
         return self.proc.returncode
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _request(path: Path, method: str = "status") -> socket.socket:
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    client.settimeout(60)
-    client.connect(str(path))
-    client.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method}).encode() + b"\n")
+    try:
+        client.settimeout(60)
+        client.connect(str(path))
+        client.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method}).encode() + b"\n")
+    except BaseException:
+        client.close()
+        raise
     return client
 
 
@@ -179,10 +190,16 @@ def test_daemon_serves_inherited_control_socket_across_restarts(workdir: Path) -
     (workdir / "models").mkdir()
     path = workdir / "control.sock"
     own_path = workdir / "own.sock"  # what the daemon would bind without activation
-    args = ["--socket", str(own_path), "--listen", f"127.0.0.1:{_free_port()}"]
+    args = ["--socket", str(own_path)]
+    # No HTTP server: this test is about the control socket, and a port probed free here
+    # could be taken by the time the daemon binds it (the HTTP socket's inheritance is
+    # test_daemon_serves_http_on_inherited_tcp_socket's).
+    no_http = {"RKLLMD_HTTP__ENABLED": "false"}
     with _listening_unix(path) as control:
         early = _request(path)  # in the backlog before any daemon exists
-        first = ActivatedDaemon(workdir, [control], names="rkllmd.socket", args=args)
+        first = ActivatedDaemon(
+            workdir, [control], names="rkllmd.socket", args=args, extra_env=no_http
+        )
         try:
             first.wait_ready()
             assert _answer(early)["result"]["state"] == "idle"  # type: ignore[index]
@@ -194,7 +211,7 @@ def test_daemon_serves_inherited_control_socket_across_restarts(workdir: Path) -
         assert path.exists(), "the daemon unlinked a socket it received by activation"
 
         waiting = _request(path)  # no daemon: the kernel queues it in the backlog
-        second = ActivatedDaemon(workdir, [control], names="control", args=args)
+        second = ActivatedDaemon(workdir, [control], names="control", args=args, extra_env=no_http)
         try:
             second.wait_ready()
             answer = _answer(waiting)
@@ -213,23 +230,26 @@ def test_daemon_serves_http_on_inherited_tcp_socket(workdir: Path) -> None:
     (workdir / "models").mkdir()
     control, http = _listening_unix(workdir / "control.sock"), _listening_tcp()
     host, port = http.getsockname()
-    waiting = socket.create_connection((host, port), timeout=60)
-    waiting.sendall(f"GET /health HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
-    # --listen names the same port: binding it again would fail, so this proves it is inherited.
-    daemon = ActivatedDaemon(
-        workdir,
-        [control, http],
-        names="rkllmd.socket:rkllmd.socket",
-        args=["--listen", f"{host}:{port}"],
-    ).wait_ready()
-    try:
-        with waiting, waiting.makefile("rb") as stream:
-            status_line = stream.readline()
-        assert status_line.split()[1] in (b"200", b"503"), status_line
-    finally:
-        assert daemon.stop() == 0
-        control.close()
-        http.close()
+    with control, http:  # closed, and the daemon stopped, whatever fails
+        daemon: ActivatedDaemon | None = None
+        try:
+            with socket.create_connection((host, port), timeout=60) as waiting:
+                waiting.sendall(f"GET /health HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
+                # --listen names the same port: binding it again would fail, so this
+                # proves it is inherited.
+                daemon = ActivatedDaemon(
+                    workdir,
+                    [control, http],
+                    names="rkllmd.socket:rkllmd.socket",
+                    args=["--listen", f"{host}:{port}"],
+                )
+                daemon.wait_ready()
+                with waiting.makefile("rb") as stream:
+                    status_line = stream.readline()
+            assert status_line.split()[1] in (b"200", b"503"), status_line
+        finally:
+            if daemon is not None:
+                assert daemon.stop() == 0
 
 
 def test_inherited_public_http_socket_needs_an_api_key(workdir: Path) -> None:
@@ -237,12 +257,12 @@ def test_inherited_public_http_socket_needs_an_api_key(workdir: Path) -> None:
     (workdir / "models").mkdir()
     control = _listening_unix(workdir / "control.sock")
     public = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    public.bind(("0.0.0.0", 0))  # a public address is the point of the test
-    public.listen(4)
-    daemon = ActivatedDaemon(workdir, [control, public], names="control:http", args=[])
-    try:
-        assert daemon.proc.wait(60) == 2
-        assert "non-loopback" in daemon.log() and "api_key" in daemon.log()
-    finally:
-        control.close()
-        public.close()
+    with control, public:
+        public.bind(("0.0.0.0", 0))  # a public address is the point of the test
+        public.listen(4)
+        daemon = ActivatedDaemon(workdir, [control, public], names="control:http", args=[])
+        try:
+            assert daemon.proc.wait(60) == 2
+            assert "non-loopback" in daemon.log() and "api_key" in daemon.log()
+        finally:
+            daemon.stop()  # closes its notify listener (and ends the daemon, had it not)
