@@ -224,8 +224,6 @@ def _disk_errors() -> Iterator[None]:
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise InsufficientStorage("the models directory ran out of space") from None
-        if "Consistency check failed" in str(exc):  # http_get: byte count != size
-            raise TransientHubError("the transfer ended early") from None
         raise
 
 
@@ -255,15 +253,22 @@ def _attempt(
         progress.done = have
         sink = _Sink(handle, hasher, progress, cancel)
         started = time.monotonic()
-        http_get(
-            url,
-            cast(BinaryIO, sink),
-            resume_size=have,
-            headers=headers,
-            expected_size=f.size,
-            displayed_filename=f.path,
-            tqdm_class=silent_tqdm,
-        )
+        try:
+            http_get(
+                url,
+                cast(BinaryIO, sink),
+                resume_size=have,
+                headers=headers,
+                expected_size=f.size,
+                displayed_filename=f.path,
+                tqdm_class=silent_tqdm,
+            )
+        except OSError as exc:
+            # http_get checks the byte count itself and raises a bare OSError (no errno)
+            # when the body ended early; the file's length says so without its wording.
+            if exc.errno is None and handle.tell() < f.size:
+                raise TransientHubError("the transfer ended early") from None
+            raise
         handle.flush()
         os.fsync(handle.fileno())
     logger.debug("%s: %d bytes in %.2f s", f.path, f.size - have, time.monotonic() - started)

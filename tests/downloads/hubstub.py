@@ -39,6 +39,8 @@ class Fault:
     status: int | None = None  # answer GETs with this status ...
     statuses: int = 1_000_000  # ... this many times
     on_get: Callable[[], None] | None = None
+    short_by: int = 0  # a whole response (Content-Length too) this many bytes short ...
+    shorts: int = 1  # ... this many times
 
 
 @dataclass
@@ -235,12 +237,30 @@ class HubStub:
         else:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{f.size - 1}/{f.size}"
-        headers["Content-Length"] = str(f.size - start)
+        end = f.size
+        if fault.short_by and fault.shorts > 0:
+            fault.shorts -= 1
+            end -= fault.short_by
+        headers["Content-Length"] = str(max(end - start, 0))
         response = web.StreamResponse(status=status, headers=headers)
         await response.prepare(request)
         with contextlib.suppress(ConnectionError):  # the client went away: fine
-            await self._body(request, response, f, fault, start)
+            if end < f.size:
+                await self._short_body(response, f, start, end)
+            else:
+                await self._body(request, response, f, fault, start)
         return response
+
+    @staticmethod
+    async def _short_body(response: web.StreamResponse, f: HubFile, start: int, end: int) -> None:
+        """A well-formed response that simply ends before the file does."""
+        position = start
+        for chunk in f.chunks(start):
+            if position >= end:
+                break
+            await response.write(chunk[: end - position])
+            position += len(chunk)
+        await response.write_eof()
 
     async def _body(
         self,

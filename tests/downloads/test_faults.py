@@ -111,6 +111,18 @@ def test_server_ignoring_range_still_gives_the_right_bytes(
     assert sha256(store_daemon.models_dir / REPO_ID / GGUF) == sha256(model_source())
 
 
+def test_body_ending_before_the_file_is_retried(
+    store_daemon: DaemonProcess, smol_repo: Repo
+) -> None:
+    # A clean response whose Content-Length is short: http_get's own size check fails,
+    # and the pull retries (resuming) instead of failing.
+    smol_repo.faults[GGUF] = Fault(short_by=1000, shorts=1)
+    result, _ = pull(store_daemon, repo=REPO_ID)
+    assert result["models"] == [STEM]
+    assert f"{GGUF}: the transfer ended early; retry 1/" in store_daemon.log()
+    assert sha256(store_daemon.models_dir / REPO_ID / GGUF) == sha256(model_source())
+
+
 def test_server_errors_are_retried_with_backoff(
     start_daemon, models_dir: Path, smol_repo: Repo, hub: HubStub
 ) -> None:
