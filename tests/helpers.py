@@ -333,3 +333,15 @@ def running_daemon(models_dir: Path, **kwargs: Any) -> Iterator[DaemonProcess]:
         yield daemon.wait_ready()
     finally:
         daemon.stop()
+
+
+def long_chat_stream(client: Any, max_tokens: int = 2000) -> Any:
+    """An OpenAI-client chat stream that keeps generating to ``max_tokens`` (no EOS)."""
+    return client.chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Say hello"}],
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )

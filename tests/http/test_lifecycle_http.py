@@ -7,7 +7,7 @@ import re
 import openai
 import pytest
 
-from tests.helpers import MODEL_ID, place_model, wait_for
+from tests.helpers import MODEL_ID, long_chat_stream, place_model, wait_for
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 
@@ -73,14 +73,7 @@ def test_request_timeout_mid_stream_ends_with_error_event(start_daemon, smol_dir
         smol_dir, args=["--load", "smollm2"], env={"RKLLMD_HTTP__REQUEST_TIMEOUT_SECONDS": "1.5"}
     )
     with openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="x", max_retries=0) as client:
-        stream = client.chat.completions.create(
-            model="smollm2",
-            messages=MESSAGES,
-            max_tokens=5000,
-            temperature=0,
-            stream=True,
-            extra_body={"ignore_eos": True},
-        )
+        stream = long_chat_stream(client, 5000)
         received = 0
         with pytest.raises(openai.APIError) as err:
             for _ in stream:

@@ -9,7 +9,7 @@ import socket
 import openai
 import pytest
 
-from tests.helpers import MODEL_ID, read_http_response, wait_for
+from tests.helpers import MODEL_ID, long_chat_stream, read_http_response, wait_for
 
 
 @pytest.fixture
@@ -112,14 +112,7 @@ def test_queue_full_is_503_with_retry_after(start_daemon, smol_dir) -> None:  # 
         smol_dir, args=["--load", "smollm2"], env={"RKLLMD_QUEUE__MAX_WAITING": "0"}
     )
     with openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="x", max_retries=0) as client:
-        stream = client.chat.completions.create(
-            model="smollm2",
-            messages=MESSAGES,
-            max_tokens=2000,
-            temperature=0,
-            stream=True,
-            extra_body={"ignore_eos": True},
-        )
+        stream = long_chat_stream(client)
         next(iter(stream))
         with pytest.raises(openai.APIStatusError) as err:
             client.chat.completions.create(model="smollm2", messages=MESSAGES, max_tokens=2)
@@ -130,14 +123,7 @@ def test_queue_full_is_503_with_retry_after(start_daemon, smol_dir) -> None:  # 
 
 def test_disconnect_mid_stream_aborts(daemon) -> None:  # type: ignore[no-untyped-def]
     with openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="x", max_retries=0) as client:
-        stream = client.chat.completions.create(
-            model="smollm2",
-            messages=MESSAGES,
-            max_tokens=2000,
-            temperature=0,
-            stream=True,
-            extra_body={"ignore_eos": True},
-        )
+        stream = long_chat_stream(client)
         for _, _chunk in zip(range(3), stream, strict=False):
             pass
         stream.close()
@@ -170,14 +156,7 @@ def test_disconnect_during_prefill_aborts(start_daemon, smol_dir) -> None:  # ty
 def test_error_after_first_byte_is_an_sse_event(daemon) -> None:  # type: ignore[no-untyped-def]
     worker = daemon.call("status")["worker_pid"]
     with openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="x", max_retries=0) as client:
-        stream = client.chat.completions.create(
-            model="smollm2",
-            messages=MESSAGES,
-            max_tokens=2000,
-            temperature=0,
-            stream=True,
-            extra_body={"ignore_eos": True},
-        )
+        stream = long_chat_stream(client)
         iterator = iter(stream)
         next(iterator)
         os.kill(worker, signal.SIGKILL)
