@@ -264,9 +264,10 @@ def _attempt(
                 tqdm_class=silent_tqdm,
             )
         except OSError as exc:
-            # http_get checks the byte count itself and raises a bare OSError (no errno)
-            # when the body ended early; the file's length says so without its wording.
-            if exc.errno is None and handle.tell() < f.size:
+            # http_get checks the byte count itself and raises a bare OSError (no errno,
+            # not one of the Hub's HTTP errors, which subclass it) when the body ended
+            # early; the file's length confirms it without reading the wording.
+            if type(exc) is OSError and exc.errno is None and handle.tell() < f.size:
                 raise TransientHubError("the transfer ended early") from None
             raise
         handle.flush()
