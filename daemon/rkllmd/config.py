@@ -1,5 +1,8 @@
 """One frozen, validated configuration: defaults < TOML file < RKLLMD_* env < CLI.
 
+One foreign variable takes part: ``HF_ENDPOINT``, the Hugging Face tools' way to
+name a Hub mirror, replaces the built-in ``hub.endpoint`` (any explicit one wins).
+
 Building a ``Config`` has no side effects; every problem is reported as a
 ``ConfigError`` with the offending key, before the daemon binds anything.
 """
@@ -21,6 +24,7 @@ DEFAULT_CONFIG_FILE = Path("/etc/rkllmd/rkllmd.toml")
 DEFAULT_MODELS_DIR = Path("/var/lib/rkllmd/models")
 SYSTEM_SOCKET = Path("/run/rkllmd/control.sock")
 ENV_PREFIX = "RKLLMD_"
+HF_ENDPOINT = "HF_ENDPOINT"
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -219,12 +223,28 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, sources: Mapping[str, str]) -> str:
     parts = []
     for err in exc.errors(include_url=False, include_input=False):
         where = ".".join(str(p) for p in err["loc"]) or "config"
-        parts.append(f"{where}: {err['msg']}")
+        source = f" (from {sources[where]})" if where in sources else ""
+        parts.append(f"{where}{source}: {err['msg']}")
     return "invalid configuration: " + "; ".join(parts)
+
+
+def _hf_endpoint_default(data: dict[str, Any], environ: Mapping[str, str]) -> bool:
+    """Put ``HF_ENDPOINT`` into ``hub.endpoint`` unless a layer set that key.
+
+    Board owners set HF_ENDPOINT for every Hugging Face tool to reach a mirror, so
+    it stands in for the built-in default; the file, RKLLMD_HUB__ENDPOINT and the
+    CLI are explicit rkllmd settings and win. Returns whether HF_ENDPOINT was used.
+    """
+    endpoint = environ.get(HF_ENDPOINT, "").strip()
+    hub = data.get("hub", {})
+    if not endpoint or not isinstance(hub, Mapping) or "endpoint" in hub:
+        return False
+    data["hub"] = {**hub, "endpoint": endpoint}
+    return True
 
 
 def load_config(
@@ -242,10 +262,12 @@ def load_config(
         data["config_file"] = config_path
     data = _merge(data, _env_layer(environ))
     data = _merge(data, cli)
+    from_hf = _hf_endpoint_default(data, environ)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        sources = {"hub.endpoint": HF_ENDPOINT} if from_hf else {}
+        raise ConfigError(_describe(exc, sources)) from None
     _check_http_exposure(config)
     return config
 

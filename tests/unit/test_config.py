@@ -149,6 +149,55 @@ def test_cli_only_overrides_given_options(tmp_path: Path) -> None:
     assert config.load == "smollm2" and config.log_level == "debug"
 
 
+# --- HF_ENDPOINT -----------------------------------------------------------------------
+
+MIRROR = "https://hf-mirror.example.org"
+
+
+def test_hf_endpoint_replaces_the_built_in_hub() -> None:
+    assert load_config({}, environ=NO_FILE).hub.endpoint == "https://huggingface.co"
+    config = load_config({}, environ={**NO_FILE, "HF_ENDPOINT": MIRROR + "/"})
+    assert config.hub.endpoint == MIRROR
+
+
+def test_hf_endpoint_applies_with_the_shipped_file() -> None:
+    config = load_config({"config": str(SHIPPED)}, environ={"HF_ENDPOINT": MIRROR})
+    assert config.hub.endpoint == MIRROR
+    assert config.hub.retries == Config().hub.retries  # the file's other hub keys still apply
+
+
+def test_file_and_rkllmd_env_win_over_hf_endpoint(tmp_path: Path) -> None:
+    path = write(tmp_path, '[hub]\nendpoint = "http://file.example"\nretries = 2\n')
+    env = {"RKLLMD_CONFIG": str(path), "HF_ENDPOINT": MIRROR}
+    from_file = load_config({}, environ=env)
+    assert (from_file.hub.endpoint, from_file.hub.retries) == ("http://file.example", 2)
+    env["RKLLMD_HUB__ENDPOINT"] = "http://env.example"
+    assert load_config({}, environ=env).hub.endpoint == "http://env.example"
+    no_file = {**NO_FILE, "HF_ENDPOINT": MIRROR, "RKLLMD_HUB__ENDPOINT": "http://env.example"}
+    assert load_config({}, environ=no_file).hub.endpoint == "http://env.example"
+
+
+def test_other_hub_keys_leave_hf_endpoint_in_force(tmp_path: Path) -> None:
+    path = write(tmp_path, "[hub]\nretries = 2\n")
+    env = {"RKLLMD_CONFIG": str(path), "HF_ENDPOINT": MIRROR, "RKLLMD_HUB__TIMEOUT_SECONDS": "3"}
+    config = load_config({}, environ=env)
+    assert (config.hub.endpoint, config.hub.retries, config.hub.timeout_seconds) == (MIRROR, 2, 3)
+
+
+def test_a_bad_hf_endpoint_is_refused_by_name_unless_overridden() -> None:
+    message = refused(environ={**NO_FILE, "HF_ENDPOINT": "hf-mirror.example.org"})
+    assert "hub.endpoint (from HF_ENDPOINT)" in message and "http(s) URL" in message
+    explicit = {**NO_FILE, "HF_ENDPOINT": "junk", "RKLLMD_HUB__ENDPOINT": "http://env.example"}
+    assert load_config({}, environ=explicit).hub.endpoint == "http://env.example"
+    bad_own = refused(environ={**NO_FILE, "HF_ENDPOINT": MIRROR, "RKLLMD_HUB__ENDPOINT": "x"})
+    assert "hub.endpoint: " in bad_own and "HF_ENDPOINT" not in bad_own
+
+
+def test_an_empty_hf_endpoint_is_ignored() -> None:
+    config = load_config({}, environ={**NO_FILE, "HF_ENDPOINT": " "})
+    assert config.hub.endpoint == "https://huggingface.co"
+
+
 # --- validation -----------------------------------------------------------------------
 
 
