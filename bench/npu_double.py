@@ -1,13 +1,16 @@
 """NPU path benchmark with the librkllmrt test double (no NPU needed).
 
-Usage: ``.venv/bin/python bench/npu_double.py [--tokens N]``
+Usage: ``.venv/bin/python bench/npu_double.py [--only SECTION]... [--rounds N]
+[--tree NAME=DIR]...``; ``--tree before=/tmp/old --tree after=`` runs the daemon
+code of checkout /tmp/old (``git archive``) and of this one side by side,
+interleaved round by round (ceiling and callback sections).
 
 Builds tests/fixtures/rkllm_double.c with gcc and starts real daemons on it:
 
 1. ceiling: a zero-delay double, one stream, tokens/s delivered through the
    whole stack: RPC ``chat`` (non-stream and streamed as notifications), and
    HTTP SSE ``POST /v1/chat/completions`` read by the official ``openai``
-   client (skipped with a note when the route answers 404);
+   client, ``--rounds`` times (median with min-max);
 2. pacing: a 25 ms/token double (RK3588 0.5B speed): delivered tokens/s over
    the double's nominal 40 tokens/s, on RPC streaming and SSE. The double
    emits on a fixed clock (host timer overshoot would otherwise cost ~1% on
@@ -15,10 +18,21 @@ Builds tests/fixtures/rkllm_double.c with gcc and starts real daemons on it:
    tokens; what one token costs the stack is ``us_per_token`` of the ceiling;
 3. KV reuse: a double charging 1 ms per prefilled token and a ~1k-token
    history: TTFT of the next turn served from the KV cache over the TTFT of
-   the same request prefilled from scratch.
+   the same request prefilled from scratch;
+4. callback hold (issue 18): a double that computes 25 ms per token *after*
+   each callback has returned (``RKLLM_DOUBLE_PACING=serial``, as an NPU
+   does), so what the result callback holds is taken from every token. The
+   double timestamps each callback's entry and return. Interleaved rounds of:
+   ``direct`` (the double through ctypes in this process, an empty callback),
+   ``alone`` (one HTTP SSE stream via the openai client), ``queued`` (the
+   same with 3 more clients waiting in the queue) and ``slow_reader`` (a raw
+   SSE client reading 512 bytes every 100 ms, slower than the tokens come).
+   Figures: hold p50/p99/max in microseconds, and tokens/s delivered to the
+   client over the direct rate (``delivered_ratio``), medians with min-max.
 
-Prints one JSON line. Targets (issue 4): ceiling >= 5,000 tok/s, pacing >= 0.99,
-reuse ratio <= 0.25.
+Prints one JSON line. Targets: ceiling >= 80,000 tok/s over HTTP SSE (issue 18;
+5,000 in issue 4), pacing >= 0.99, reuse ratio <= 0.25, callback hold p99
+<= 100 us and delivered_ratio >= 0.995 (issue 18).
 """
 
 from __future__ import annotations
@@ -26,15 +40,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import npu_callback as cb  # noqa: E402
 
 from tests.fixtures.build_double import double_library, write_model  # noqa: E402
 from tests.helpers import DaemonProcess, RpcClient, short_tempdir  # noqa: E402
@@ -48,7 +65,8 @@ TOKEN_CHARS = len(" tok")  # what the double's [[repeat:N]] emits per token
 
 
 @contextlib.contextmanager
-def daemon(env: dict[str, str]) -> Iterator[DaemonProcess]:
+def daemon(env: dict[str, str], tree: Path | None = None) -> Iterator[DaemonProcess]:
+    """A daemon on the double; ``tree``: run the daemon code of another checkout."""
     models = short_tempdir() / "models"
     models.mkdir()
     write_model(models, f"{MODEL}.rkllm", max_context_limit=16384)
@@ -56,6 +74,7 @@ def daemon(env: dict[str, str]) -> Iterator[DaemonProcess]:
         "RKLLMD_RKLLM__LIBRARY": str(double_library()),
         "RKLLMD_RKLLM__CTX_SIZE": "16384",
         "RKLLMD_GENERATION__DEFAULT_MAX_TOKENS": "100000",
+        **({"PYTHONPATH": str(tree / "daemon")} if tree else {}),
         **env,
     }
     process = DaemonProcess(models, env=environment, args=["--load", MODEL, "--log-level", "info"])
@@ -197,25 +216,130 @@ def kv_reuse(d: DaemonProcess) -> dict[str, Any]:
     }
 
 
+Trees = list[tuple[str, Path | None]]
+
+
+def ceiling(trees: Trees, tokens: int, rounds: int) -> dict[str, Any]:
+    """Zero-delay tokens/s per tree, rounds interleaved across the trees."""
+    runs: dict[str, dict[str, list[float]]] = {
+        name: {"rpc_chat": [], "rpc_chat_stream": [], "http_sse_openai": []} for name, _ in trees
+    }
+    with contextlib.ExitStack() as stack:
+        daemons = {name: stack.enter_context(daemon({}, tree)) for name, tree in trees}
+        for _ in range(rounds):
+            for name, d in daemons.items():
+                runs[name]["rpc_chat"].append(rpc_rate(d, tokens, stream=False)["tok_s"])
+                runs[name]["rpc_chat_stream"].append(rpc_rate(d, tokens, stream=True)["tok_s"])
+                runs[name]["http_sse_openai"].append(sse_rate(d, tokens).get("tok_s", 0.0))
+    return {
+        "tokens": tokens,
+        "rounds": rounds,
+        **{
+            name: {path: cb.spread(values, 0) for path, values in figures.items()}
+            for name, figures in runs.items()
+        },
+    }
+
+
+def callback_hold(trees: Trees, rounds: int, tokens: int) -> dict[str, Any]:
+    """Interleaved rounds of direct, then per tree alone / queued / slow_reader."""
+    scratch = short_tempdir()
+    times = cb.CallbackTimes(scratch / "callback-times.txt")
+    env = cb.double_env(times.path)
+    os.environ.update(env)  # the direct runs read them in this process
+    prompt = f"[[repeat:{tokens}]]"
+    direct = cb.Direct(double_library(), write_model(scratch, f"{MODEL}.rkllm"))
+    samples: dict[str, list[dict[str, Any]]] = {"direct": []}
+    try:
+        with contextlib.ExitStack() as stack:
+            daemons = {name: stack.enter_context(daemon(env, tree)) for name, tree in trees}
+            for d in daemons.values():
+                cb.openai_stream(d.http_url, MODEL, "[[repeat:8]]", 8, TOKEN_CHARS)  # warm-up
+            for _ in range(rounds):
+                times.mark()
+                direct.run(prompt, tokens)
+                base = times.runs()[0]
+                direct_rate = cb.runtime_rate(base)
+                samples["direct"].append({"hold_us": cb.holds_us(base), "tok_s": direct_rate})
+                for name, d in daemons.items():
+                    for variant, sample in hold_round(d, times, prompt, tokens, direct_rate):
+                        samples.setdefault(f"{name}/{variant}", []).append(sample)
+    finally:
+        direct.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {
+        "delay_us": cb.DELAY_US,
+        "tokens": tokens,
+        **{name: cb.summarise(s) for name, s in samples.items()},
+    }
+
+
+def hold_round(
+    d: DaemonProcess, times: cb.CallbackTimes, prompt: str, tokens: int, direct_rate: float
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    def stream() -> cb.Arrivals:
+        return cb.openai_stream(d.http_url, MODEL, prompt, tokens, TOKEN_CHARS)
+
+    def waiting() -> None:
+        cb.openai_stream(d.http_url, MODEL, "[[repeat:8]]", 8, TOKEN_CHARS)
+
+    variants: dict[str, Callable[[], Any]] = {
+        "alone": stream,
+        "queued": lambda: cb.with_waiting_clients(stream, waiting),
+        "slow_reader": lambda: cb.slow_sse(d.http_port, MODEL, prompt, tokens),
+    }
+    for variant, work in variants.items():
+        times.mark()
+        arrivals = work()
+        run = times.runs()[0]
+        sample = {
+            "hold_us": cb.holds_us(run),
+            "runtime_ratio": cb.runtime_rate(run) / direct_rate,
+        }
+        if isinstance(arrivals, list):
+            sample["delivered_ratio"] = cb.delivered_rate(arrivals) / direct_rate
+        yield variant, sample
+
+
+SECTIONS = ("ceiling", "pacing", "kv_reuse", "callback")
+
+
+def parse_tree(text: str) -> tuple[str, Path | None]:
+    name, _, path = text.partition("=")
+    return name, Path(path).resolve() if path else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=12_000, help="tokens per ceiling run")
+    parser.add_argument("--only", action="append", choices=SECTIONS, help="sections to run")
+    parser.add_argument("--rounds", type=int, default=5, help="ceiling / callback rounds")
+    parser.add_argument("--hold-tokens", type=int, default=200, help="tokens per hold run")
+    parser.add_argument(
+        "--tree",
+        action="append",
+        type=parse_tree,
+        help="NAME=DIR: also run the daemon code of checkout DIR (ceiling and callback "
+        "sections, interleaved); NAME= alone is this checkout",
+    )
     args = parser.parse_args()
+    only = set(args.only or SECTIONS)
+    trees: Trees = args.tree or [("this", None)]
     result: dict[str, Any] = {"bench": "npu_double"}
-    with daemon({}) as d:
-        result["ceiling"] = {
-            "rpc_chat": rpc_rate(d, args.tokens, stream=False),
-            "rpc_chat_stream": rpc_rate(d, args.tokens, stream=True),
-            "http_sse_openai": sse_rate(d, args.tokens),
-        }
-    with daemon({"RKLLM_DOUBLE_TOKEN_DELAY_US": str(NOMINAL_DELAY_US)}) as d:
-        sse, note = sse_arrivals(d, PACING_TOKENS)
-        result["pacing_25ms"] = {
-            "rpc_chat_stream": pacing(rpc_arrivals(d, PACING_TOKENS)),
-            "http_sse_openai": {"skipped": note} if note else pacing(sse),
-        }
-    with daemon({"RKLLM_DOUBLE_PREFILL_US": str(PREFILL_US)}) as d:
-        result["kv_reuse"] = kv_reuse(d)
+    if "ceiling" in only:
+        result["ceiling"] = ceiling(trees, args.tokens, args.rounds)
+    if "pacing" in only:
+        with daemon({"RKLLM_DOUBLE_TOKEN_DELAY_US": str(NOMINAL_DELAY_US)}) as d:
+            sse, note = sse_arrivals(d, PACING_TOKENS)
+            result["pacing_25ms"] = {
+                "rpc_chat_stream": pacing(rpc_arrivals(d, PACING_TOKENS)),
+                "http_sse_openai": {"skipped": note} if note else pacing(sse),
+            }
+    if "kv_reuse" in only:
+        with daemon({"RKLLM_DOUBLE_PREFILL_US": str(PREFILL_US)}) as d:
+            result["kv_reuse"] = kv_reuse(d)
+    if "callback" in only:
+        result["callback_hold"] = callback_hold(trees, args.rounds, args.hold_tokens)
     print(json.dumps(result))
 
 
