@@ -1,6 +1,8 @@
-"""The RKLLM backend in-process on the librkllmrt double: a generation cancelled
-before its run began never reaches the runtime (an rkllm_abort sent before
-rkllm_run resets its state could be lost, and the worker killed for it)."""
+"""The RKLLM backend in-process on the librkllmrt double: the cancel window.
+
+rkllm_run forgets an abort that arrived before it reset its abort state. A
+generation cancelled before its run began never reaches the runtime; one cancelled
+after that check but before the runtime's reset is aborted all the same."""
 
 from __future__ import annotations
 
@@ -9,11 +11,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rkllmd.backends.base import ChatMessage, GenerateRequest, LoadOptions
+from rkllmd.backends.base import (
+    ChatMessage,
+    GenerateRequest,
+    GenerateResult,
+    LoadOptions,
+    Sampling,
+)
 from rkllmd.backends.rkllm.backend import RkllmBackend
 
 from tests.backends.conftest import CallLog
 from tests.fixtures.build_double import double_library
+from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -27,8 +36,10 @@ def backend(
     backend.close()
 
 
-def chat(text: str) -> GenerateRequest:
-    return GenerateRequest(messages=(ChatMessage("user", text),))
+def chat(text: str, max_tokens: int = 1024) -> GenerateRequest:
+    return GenerateRequest(
+        messages=(ChatMessage("user", text),), sampling=Sampling(max_tokens=max_tokens)
+    )
 
 
 def test_cancelled_before_the_run_never_reaches_the_runtime(
@@ -44,3 +55,33 @@ def test_cancelled_before_the_run_never_reaches_the_runtime(
     result = backend.generate(chat("[[say:after]]"), emitted.append, threading.Event())
     assert result.finish_reason == "stop" and "".join(emitted) == "after"
     assert len(call_log.runs()) == 1
+
+
+def test_a_cancel_before_the_runtime_resets_its_abort_state_is_not_lost(
+    backend: RkllmBackend, call_log: CallLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The double holds each run between its start and its reset until an abort arrives,
+    # which the reset then forgets: every cancel lands in the window.
+    monkeypatch.setenv("RKLLM_DOUBLE_LATE_RESET", "1")
+    monkeypatch.setenv("RKLLM_DOUBLE_TOKEN_DELAY_US", "1000")
+    cancel = threading.Event()
+    emitted: list[str] = []
+    results: list[GenerateResult] = []
+    worker = threading.Thread(
+        target=lambda: results.append(
+            backend.generate(chat("[[repeat:5000]]", 5000), emitted.append, cancel)
+        )
+    )
+    worker.start()
+    try:
+        wait_for(lambda: call_log.calls("rkllm_run_begin"), 30, "the run to begin")
+        cancel.set()
+    finally:
+        worker.join()
+    assert results[0].finish_reason == "abort"
+    aborts = call_log.calls("rkllm_abort")
+    assert aborts[0]["running"] == 0  # the first abort came before the reset: lost
+    # ... and one sent again once the run was under way stopped it before its end.
+    (end,) = call_log.calls("rkllm_run_end")
+    assert end["aborted"] == 1
+    assert len("".join(emitted)) < len(" tok") * 5000

@@ -14,11 +14,28 @@ from ..base import EmbedResult, EmitText, GenerateRequest, GenerateResult, LoadO
 from . import abi as c
 from .kvcache import KvTracker
 from .loader import LoadedModel, load_model
+from .native import NativeModel
 from .sinks import Coalescer, HiddenSink, TextSink
 
 logger = logging.getLogger(__name__)
 
 CANCEL_POLL_S = 0.02
+
+
+def abort_until_started(native: NativeModel, done: threading.Event) -> None:
+    """rkllm_abort, re-sent while the run has not begun.
+
+    rkllm_run forgets an earlier abort when it starts, so an abort sent between the
+    last cancel check and that reset would be lost and the run would go on to its
+    end. The runtime reports a run only once it has begun (rkllm_is_running), so an
+    abort sent after it said 1 is one the run sees; until then, send it again every
+    CANCEL_POLL_S until it does or the run has returned.
+    """
+    while True:
+        started = native.is_running()
+        native.abort()
+        if started or done.wait(CANCEL_POLL_S):
+            return
 
 
 @contextlib.contextmanager
@@ -36,7 +53,7 @@ def abort_watch(
             if done.is_set():
                 return
             if fired or cancel.is_set():
-                model.native.abort()
+                abort_until_started(model.native, done)
                 return
 
     thread = threading.Thread(target=watch, name="rkllm-abort", daemon=True)

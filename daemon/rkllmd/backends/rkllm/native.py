@@ -101,6 +101,9 @@ class NativeModel:
         if self.ready:
             self.lib.rkllm_abort(self._handle)
 
+    def is_running(self) -> bool:
+        return self.ready and bool(self.lib.rkllm_is_running(self._handle))
+
     def run(self, rk_input: Any, infer: Any, sink: RunSink) -> int:
         """Blocking ``rkllm_run``; callbacks go to ``sink`` until it returns."""
         with self._run_lock:
