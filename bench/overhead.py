@@ -24,7 +24,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import openai  # noqa: E402
-from rkllmd.backends.base import ChatMessage, GenerateRequest, LoadOptions, Sampling  # noqa: E402
+from rkllmd.requests import (  # noqa: E402
+    BackendDefaults,
+    ChatMessage,
+    GenerateRequest,
+    LoadOptions,
+    Sampling,
+)
 from rkllmd.backends.llamacpp import LlamaCppBackend, default_threads  # noqa: E402
 
 from tests.helpers import MODEL_ID, DaemonProcess, place_model, short_tempdir  # noqa: E402
@@ -33,7 +39,7 @@ PROMPT = "Write a long story about a lighthouse keeper."
 
 
 def in_process(runs: int, tokens: int, threads: int) -> list[tuple[float, float]]:
-    backend = LlamaCppBackend(LoadOptions(ctx_size=4096, threads=threads or default_threads()))
+    backend = LlamaCppBackend(BackendDefaults(ctx_size=4096, threads=threads or default_threads()))
     backend.load(REPO / "models" / f"{MODEL_ID}.gguf", LoadOptions())
     request = GenerateRequest(
         messages=(ChatMessage("user", PROMPT),),

@@ -2,7 +2,7 @@
 
 Usage: ``.venv/bin/python bench/pull.py [--size-mib N | --file PATH] [--runs N]``
 
-Starts the Hub stand-in (tests/downloads/hubstub.py) in its own process, serving one
+Starts the Hub stand-in (tests/store/hubstub.py) in its own process, serving one
 repo with ``--file`` (default: a file of ``--size-mib`` random MiB, 512, the size of a
 small model: with a 100 MB file on loopback the fixed costs of a pull, one listing
 request, two manifest writes and the fsyncs, weigh more than the transfer), and a
@@ -50,7 +50,7 @@ def percentile(values: list[float], q: float) -> float:
 def start_hub(path: Path) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.downloads.hubstub", REPO, str(path)],
+        [sys.executable, "-m", "tests.store.hubstub", REPO, str(path)],
         stdout=subprocess.PIPE,
         text=True,
         env=env,

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rkllmd.registry import ModelRegistry
+from rkllmd.catalog.registry import ModelRegistry
 
 MODELS = 1000
 REQUESTS = 500

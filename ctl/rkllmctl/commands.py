@@ -55,7 +55,7 @@ def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
         ctx.out("no models in the models directory")
     else:
         ctx.lines(models_table([_as_dict(m) for m in models]))
-    for pull in listing.get("downloads") or []:  # running or interrupted pulls
+    for pull in listing.get("pulls") or []:  # running or interrupted pulls
         pull = _as_dict(pull)
         done = f"{format_size(pull.get('bytes'))} of {format_size(pull.get('total'))}"
         ctx.err(f"pull of {pull.get('repo')}: {pull.get('state') or pull.get('stage')}, {done}")

@@ -156,6 +156,21 @@ class Config(_Section):
         return self.socket if self.socket is not None else default_socket_path()
 
 
+class LiveConfig:
+    """The configuration in force. SIGHUP swaps it whole; every reader takes
+    ``current`` when it needs a value, so a reload applies to the next request."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+
+    @property
+    def current(self) -> Config:
+        return self._config
+
+    def replace(self, config: Config) -> None:
+        self._config = config
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6) and check both halves."""
     host, sep, port_text = value.rpartition(":")

@@ -19,19 +19,19 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .activation import inherited_sockets
-from .config import Config, load_config, with_listen
-from .downloads import ModelStore
+from .catalog.registry import ModelRegistry
+from .config import Config, LiveConfig, load_config, with_listen
 from .errors import RkllmdError
 from .http.app import build_app
 from .http.server import HttpServer
 from .http.services import Services
 from .manager import ModelManager
-from .notify import Notifier
-from .registry import ModelRegistry
 from .rpc.dispatch import Dispatcher
 from .rpc.methods import build_methods
 from .rpc.server import ControlServer
+from .store import ModelStore
+from .systemd.activation import inherited_sockets
+from .systemd.notify import Notifier
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +43,16 @@ TEST_BLOCK_ENV = "_RKLLMD_TEST_BLOCK_LOOP_SECONDS"
 
 class Daemon:
     def __init__(self, config: Config, cli: Mapping[str, Any]) -> None:
-        self.config = config
+        self.live = LiveConfig(config)
         self._cli = dict(cli)
         self._notifier = Notifier()
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
         self._listen_override: str | None = None
+
+    @property
+    def config(self) -> Config:
+        return self.live.current
 
     async def run(self) -> int:
         cfg = self.config
@@ -58,19 +62,17 @@ class Daemon:
             rescan_interval=cfg.models.rescan_interval,
         )
         await registry.scan()
-        manager = ModelManager(cfg, registry)
-        store = ModelStore(cfg.models_dir, registry, manager, lambda: self.config.hub)
-        await store.start()  # removes orphaned download staging
-        methods = build_methods(
-            manager, registry, lambda: self.config.generation.default_max_tokens, store
-        )
+        manager = ModelManager(self.live, registry)
+        store = ModelStore(cfg.models_dir, registry, manager, self.live)
+        await store.start()  # removes orphaned pull staging
+        methods = build_methods(manager, registry, self.live, store)
         control = ControlServer(
             cfg.control_socket(), Dispatcher(methods, max_batch=MAX_BATCH), group=cfg.socket_group
         )
         inherited = inherited_sockets()
         await control.start(inherited.get("control"))
         http = await self._start_http(
-            Services(manager, registry, lambda: self.config, store), inherited.get("http")
+            Services(manager, registry, self.live, store), inherited.get("http")
         )
         self._install_signals(manager, registry)
         self._spawn(registry.watch(self._stop))
@@ -110,7 +112,7 @@ class Daemon:
             # The safety rules (loopback-only without a key, Host checks) must see
             # the address systemd actually bound, not the config's listen value.
             self._listen_override = _address_of(inherited)
-            self.config = with_listen(self.config, self._listen_override)
+            self.live.replace(with_listen(self.config, self._listen_override))
         app = build_app(services)
         server = HttpServer(app, self.config.http, inherited)
         await server.start()
@@ -152,9 +154,8 @@ class Daemon:
             or config.control_socket() != self.config.control_socket()
         ):
             logger.warning("models_dir and socket changes take effect after a restart")
-        self.config = config
+        self.live.replace(config)
         logging.getLogger().setLevel(config.log_level.upper())
-        manager.reconfigure(config)
         await registry.scan()
         self._notifier.reloaded(self._status_line(manager))
         logger.info("configuration reloaded; %d models", len(registry.entries()))
@@ -172,8 +173,8 @@ class Daemon:
     @staticmethod
     def _status_line(manager: ModelManager) -> str:
         st = manager.status()
-        model = f" {st['model']}" if st["model"] else ""
-        return f"{st['state']}{model}; queue {st['queue']['waiting']}/{st['queue']['max']}"
+        model = f" {st.model}" if st.model else ""
+        return f"{st.state.value}{model}; queue {st.queue.waiting}/{st.queue.max}"
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -8,6 +8,8 @@ written for people and must never contain filesystem paths or exception dumps.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 
@@ -133,77 +135,40 @@ class ModelInUse(RkllmdError):
     code = "model_in_use"
 
 
-class DownloadFailed(RkllmdError):
+class PullFailed(RkllmdError):
     """A pull did not complete; nothing was published."""
 
-    code = "download_failed"
+    code = "pull_failed"
 
 
-class HubUnreachable(DownloadFailed):
+class HubUnreachable(PullFailed):
     """Offline mode, DNS, refused or timed-out connections, repeated 5xx."""
 
     code = "hub_unreachable"
 
 
-class HubUnauthorized(DownloadFailed):
+class HubUnauthorized(PullFailed):
     """The repository is gated or private and the token is missing or refused."""
 
     code = "hub_unauthorized"
 
 
-class RepoNotFound(DownloadFailed):
+class RepoNotFound(PullFailed):
     code = "repo_not_found"
 
 
-class InvalidListing(DownloadFailed):
+class InvalidListing(PullFailed):
     """The Hub listed a file name that could escape the models directory."""
 
     code = "invalid_listing"
 
 
-class ChecksumMismatch(DownloadFailed):
+class ChecksumMismatch(PullFailed):
     code = "checksum_mismatch"
 
 
-class InsufficientStorage(DownloadFailed):
+class InsufficientStorage(PullFailed):
     code = "insufficient_storage"
-
-
-ERRORS_BY_CODE: dict[str, type[RkllmdError]] = {
-    cls.code: cls
-    for cls in (
-        RkllmdError,
-        ConfigError,
-        InvalidParams,
-        InvalidModelName,
-        ContextLengthExceeded,
-        ModelNotFound,
-        AmbiguousModel,
-        NoModelLoaded,
-        NotAvailable,
-        ShuttingDown,
-        Aborted,
-        LoadFailed,
-        BackendUnavailable,
-        BackendCrashed,
-        GenerationFailed,
-        ChooseModelFile,
-        ModelInUse,
-        DownloadFailed,
-        HubUnreachable,
-        HubUnauthorized,
-        RepoNotFound,
-        InvalidListing,
-        ChecksumMismatch,
-        InsufficientStorage,
-    )
-}
-
-
-def error_from_code(code: str, message: str, **details: Any) -> RkllmdError:
-    """Rebuild an error that crossed a process boundary (worker -> daemon)."""
-    cls = ERRORS_BY_CODE.get(code, RkllmdError)
-    return cls(message, **details)
 
 
 class AlreadyRunning(RkllmdError):
@@ -247,3 +212,27 @@ class RouteNotFound(RkllmdError):
 
 class MethodNotAllowed(RkllmdError):
     code = "method_not_allowed"
+
+
+def _family(cls: type[RkllmdError]) -> Iterator[type[RkllmdError]]:
+    yield cls
+    for sub in cls.__subclasses__():
+        yield from _family(sub)
+
+
+def _by_code() -> Mapping[str, type[RkllmdError]]:
+    found: dict[str, type[RkllmdError]] = {}
+    for cls in _family(RkllmdError):
+        if found.setdefault(cls.code, cls) is not cls:
+            raise TypeError(f"error code {cls.code!r} is used by two classes")
+    return MappingProxyType(found)
+
+
+# Every class defined above, by its code: derived, so a new class cannot be forgotten.
+ERRORS_BY_CODE = _by_code()
+
+
+def error_from_code(code: str, message: str, **details: Any) -> RkllmdError:
+    """Rebuild an error that crossed a process boundary (worker -> daemon)."""
+    cls = ERRORS_BY_CODE.get(code, RkllmdError)
+    return cls(message, **details)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,22 +17,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from . import __version__
-from .backends.base import GenerateRequest, LoadOptions
-from .config import Config
-from .errors import (
-    LoadFailed,
-    ModelPinned,
-    NoModelLoaded,
-    RkllmdError,
-)
+from .catalog.registry import ModelEntry, ModelRegistry
+from .config import LiveConfig
+from .errors import LoadFailed, ModelPinned, NoModelLoaded, RkllmdError
 from .metrics import Metrics
-from .registry import ModelEntry, ModelRegistry
+from .props import ModelProps
+from .requests import BackendDefaults, GenerateRequest, GenerationEvent, LoadOptions
 from .slot import ModelSlot
 from .stats import GenerationStats
-from .worker.proxy import DoneEvent, TokenEvent, WorkerProcess
+from .views import Embeddings, ModelView, QueueInfo, Resident, State, Status
+from .worker.proxy import WorkerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -41,23 +36,19 @@ ProgressCallback = Callable[[str, float | None, str], Awaitable[None]]
 SpawnWorker = Callable[[Callable[[WorkerProcess, str], None]], Awaitable[WorkerProcess]]
 
 
-class State(enum.StrEnum):
-    IDLE = "idle"
-    LOADING = "loading"
-    READY = "ready"
-    GENERATING = "generating"
-    UNLOADING = "unloading"
-    FAILED = "failed"
-
-
 @dataclass(slots=True)
-class Resident:
+class _Resident:
     entry: ModelEntry
     options: LoadOptions
-    props: dict[str, Any]
+    props: ModelProps
     worker: WorkerProcess
     pinned: bool = False
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def view(self) -> Resident:
+        return Resident(
+            self.entry, self.options, self.props, self.worker.pid, self.loaded_at, self.pinned
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +56,7 @@ class Generation:
     """A running generation: which model serves it, and its event stream."""
 
     model_id: str
-    events: AsyncIterator[TokenEvent | DoneEvent]
+    events: AsyncIterator[GenerationEvent]
 
 
 async def _no_progress(stage: str, fraction: float | None, message: str) -> None:
@@ -75,33 +66,29 @@ async def _no_progress(stage: str, fraction: float | None, message: str) -> None
 class ModelManager:
     def __init__(
         self,
-        config: Config,
+        config: LiveConfig,
         registry: ModelRegistry,
         spawn: SpawnWorker = WorkerProcess.spawn,
         metrics: Metrics | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
         self.metrics.bind_state(lambda: self._state.value, lambda: self._slot.waiting)
-        self._config = config
+        self._live = config
         self._registry = registry
         self._spawn = spawn
-        self._slot = ModelSlot(lambda: self._config.queue.max_waiting, self.metrics)
+        self._slot = ModelSlot(lambda: self._live.current.queue.max_waiting, self.metrics)
         self._state = State.IDLE
         self._subject: str | None = None  # model being loaded / failed
         self._reason: str | None = None
-        self._resident: Resident | None = None
+        self._resident: _Resident | None = None
         self._pending_load: tuple[ModelEntry, LoadOptions, asyncio.Task[None]] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._started = time.monotonic()
         self._stats = GenerationStats(self.metrics)
         self.counters = self._stats.counters
         self.on_change: Callable[[], None] = lambda: None
-        self._listing: tuple[Path | None, list[dict[str, Any]]] | None = None
+        self._listing: tuple[Path | None, list[ModelView]] | None = None
         registry.add_listener(self._forget_listing)
-
-    def reconfigure(self, config: Config) -> None:
-        """Apply a reloaded config; new limits take effect for the next request."""
-        self._config = config
 
     # --- queries -------------------------------------------------------------------
 
@@ -114,51 +101,41 @@ class ModelManager:
         """False once shutdown began: new work is refused."""
         return not self._slot.closing
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         resident = self._resident
-        return {
-            "state": self._state.value,
-            "model": resident.entry.id if resident else self._subject,
-            "format": resident.entry.format if resident else None,
-            "reason": self._reason,
-            "queue": {"waiting": self._slot.waiting, "max": self._config.queue.max_waiting},
-            "worker_pid": resident.worker.pid if resident else None,
-            "loaded_at": resident.loaded_at.isoformat() if resident else None,
-            "options": resident.options.to_dict() if resident else {},
-            "pinned": bool(resident and resident.pinned),
-            "uptime_s": round(time.monotonic() - self._started, 3),
-            "counters": dict(self.counters),
-            "version": __version__,
-            # Native runtime facts of the resident model (RKLLM: library, version, driver).
-            "runtime": self.prop("runtime"),
-        }
+        return Status(
+            state=self._state,
+            model=resident.entry.id if resident else self._subject,
+            reason=self._reason,
+            queue=QueueInfo(self._slot.waiting, self._live.current.queue.max_waiting),
+            resident=resident.view() if resident else None,
+            uptime_s=round(time.monotonic() - self._started, 3),
+            counters=dict(self.counters),
+            version=__version__,
+        )
 
-    def props(self) -> dict[str, Any]:
-        """Properties the backend reported for the resident model ({} when none)."""
-        return dict(self._resident.props) if self._resident else {}
+    def resident_props(self) -> ModelProps | None:
+        """What the backend reported about the resident model (None when none is)."""
+        return self._resident.props if self._resident else None
 
-    def prop(self, key: str) -> Any:
-        """One property of the resident model, without copying them all (per request)."""
-        return self._resident.props.get(key) if self._resident else None
-
-    def list_models(self) -> list[dict[str, Any]]:
-        # Rendered once per (published model set, resident model): with 1,000 models,
-        # to_dict() on every call cost several ms per `list`. Callers get copies.
+    def list_models(self) -> list[ModelView]:
+        # Built once per (published model set, resident model): with 1,000 models the
+        # listing is asked for far more often than either changes. Views are frozen.
         loaded = self._resident.entry.path if self._resident else None
         if self._listing is None or self._listing[0] != loaded:
-            rows = [{**e.to_dict(), "loaded": e.path == loaded} for e in self._registry.entries()]
-            self._listing = (loaded, rows)
-        return [dict(row) for row in self._listing[1]]
+            views = [ModelView(e, e.path == loaded) for e in self._registry.entries()]
+            self._listing = (loaded, views)
+        return list(self._listing[1])
 
     def _forget_listing(self) -> None:
         self._listing = None
 
-    def show(self, name: str) -> dict[str, Any]:
+    def show(self, name: str) -> ModelView:
         entry = self._registry.resolve(name)
         resident = self._resident
-        is_loaded = resident is not None and resident.entry.path == entry.path
-        props = dict(resident.props) if resident and is_loaded else {}
-        return {**entry.to_dict(), "loaded": is_loaded, "props": props}
+        if resident is not None and resident.entry.path == entry.path:
+            return ModelView(entry, True, resident.props)
+        return ModelView(entry, False)
 
     def _set_state(
         self, state: State, *, subject: str | None = None, reason: str | None = None
@@ -175,7 +152,7 @@ class ModelManager:
         progress: ProgressCallback | None = None,
         *,
         pin: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> Status:
         entry = self._registry.resolve(name)
         task = self._join_or_start_load(entry, options or LoadOptions(), progress or _no_progress)
         # The load outlives an impatient caller: others may be waiting on it.
@@ -234,14 +211,14 @@ class ModelManager:
                 entry.format,
                 options,
                 self._defaults(entry.format),
-                self._config.worker.load_timeout_seconds,
+                self._live.current.worker.load_timeout_seconds,
             )
         except BaseException as exc:
-            await worker.stop(self._config.worker.unload_grace_seconds)
+            await worker.stop(self._live.current.worker.unload_grace_seconds)
             reason = exc.message if isinstance(exc, RkllmdError) else "the load was interrupted"
             self._set_state(State.FAILED, subject=entry.id, reason=reason)
             raise
-        self._resident = Resident(
+        self._resident = _Resident(
             entry, options, props, worker, pinned=self._pinned_by_config(entry)
         )
         self._set_state(State.READY)
@@ -252,7 +229,7 @@ class ModelManager:
         await progress("ready", 1.0, f"{entry.id} is ready")
 
     def _pinned_by_config(self, entry: ModelEntry) -> bool:
-        name = self._config.generation.pin
+        name = self._live.current.generation.pin
         if not name:
             return False
         try:
@@ -260,20 +237,23 @@ class ModelManager:
         except RkllmdError:
             return False
 
-    def _defaults(self, fmt: str = "gguf") -> LoadOptions:
+    def _defaults(self, fmt: str = "gguf") -> BackendDefaults:
+        config = self._live.current
         if fmt == "rkllm":
-            npu = self._config.rkllm
-            return LoadOptions(
+            npu = config.rkllm
+            return BackendDefaults(
                 ctx_size=npu.ctx_size,
                 threads=npu.threads,
                 chat_template=npu.chat_template,
                 library=str(npu.library) if npu.library else None,
                 runtime_version=npu.version,
             )
-        cpu = self._config.llamacpp
-        return LoadOptions(ctx_size=cpu.ctx_size, threads=cpu.threads, batch_size=cpu.batch_size)
+        cpu = config.llamacpp
+        return BackendDefaults(
+            ctx_size=cpu.ctx_size, threads=cpu.threads, batch_size=cpu.batch_size
+        )
 
-    async def unload(self) -> dict[str, Any]:
+    async def unload(self) -> Status:
         async with self._slot.hold(bounded=False):
             await self._unload_locked()
         return self.status()
@@ -285,7 +265,7 @@ class ModelManager:
                 self._set_state(State.IDLE)  # unloading clears a failure
             return
         self._set_state(State.UNLOADING, subject=resident.entry.id)
-        await resident.worker.stop(self._config.worker.unload_grace_seconds)
+        await resident.worker.stop(self._live.current.worker.unload_grace_seconds)
         self._set_state(State.IDLE)
         logger.info("unloaded %s", resident.entry.id)
 
@@ -307,7 +287,7 @@ class ModelManager:
             resident = await self._ensure_resident(entry)
             self._set_state(State.GENERATING)
             events = self._stats.track(
-                resident.worker.generate(request, self._config.worker.abort_grace_seconds)
+                resident.worker.generate(request, self._live.current.worker.abort_grace_seconds)
             )
             try:
                 yield Generation(resident.entry.id, events)
@@ -317,18 +297,16 @@ class ModelManager:
                     self._set_state(State.READY)
         self._arm_idle_timer()
 
-    async def embed(
-        self, texts: list[str], model: str | None = None
-    ) -> tuple[str, list[list[float]], int]:
-        """Embeddings from the resident (or requested) model: (model id, vectors, tokens)."""
+    async def embed(self, texts: list[str], model: str | None = None) -> Embeddings:
+        """Embeddings from the resident (or requested) model."""
         entry = self._registry.resolve(model) if model else None
         async with self._slot.hold(bounded=True):
             resident = await self._ensure_resident(entry)
             vectors, tokens = await resident.worker.embed(texts)
         self._arm_idle_timer()
-        return resident.entry.id, vectors, tokens
+        return Embeddings(resident.entry.id, vectors, tokens)
 
-    async def _ensure_resident(self, entry: ModelEntry | None) -> Resident:
+    async def _ensure_resident(self, entry: ModelEntry | None) -> _Resident:
         resident = self._resident
         if (
             resident is not None
@@ -338,7 +316,7 @@ class ModelManager:
             return resident
         if entry is None:
             raise NoModelLoaded("no model is loaded; load one first or name a model in the request")
-        if not self._config.generation.load_on_request:
+        if not self._live.current.generation.load_on_request:
             raise NoModelLoaded(f"{entry.id} is not loaded and loading on request is disabled")
         if resident is not None and resident.pinned and resident.worker.alive:
             raise ModelPinned(
@@ -366,25 +344,25 @@ class ModelManager:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
-        keep_alive = self._config.generation.keep_alive_seconds
+        keep_alive = self._live.current.generation.keep_alive_seconds
         resident = self._resident
         if keep_alive <= 0 or resident is None or resident.pinned:
             return
         loop = asyncio.get_running_loop()
         self._idle_timer = loop.call_later(keep_alive, self._on_idle, resident)
 
-    def _on_idle(self, resident: Resident) -> None:
+    def _on_idle(self, resident: _Resident) -> None:
         self._idle_timer = None
         if self._resident is resident and not self._slot.busy() and not self._slot.closing:
             logger.info(
                 "unloading %s after %.0f s idle",
                 resident.entry.id,
-                self._config.generation.keep_alive_seconds,
+                self._live.current.generation.keep_alive_seconds,
             )
             task = asyncio.create_task(self._unload_if_still_idle(resident))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    async def _unload_if_still_idle(self, resident: Resident) -> None:
+    async def _unload_if_still_idle(self, resident: _Resident) -> None:
         async with self._slot.hold(bounded=False):
             if self._resident is resident:
                 await self._unload_locked()
@@ -397,7 +375,7 @@ class ModelManager:
         if resident is None or self._state is not State.GENERATING:
             return
         silent = time.monotonic() - resident.worker.last_activity
-        if silent > self._config.worker.stuck_seconds:
+        if silent > self._live.current.worker.stuck_seconds:
             logger.error("worker silent for %.0f s during a generation; killing it", silent)
             resident.worker.kill(f"the worker stopped responding for {silent:.0f} s")
 
@@ -409,7 +387,7 @@ class ModelManager:
             logger.warning("generation still running after %.1f s; stopping it", drain_seconds)
         resident, self._resident = self._resident, None
         if resident is not None:
-            await resident.worker.stop(self._config.worker.unload_grace_seconds)
+            await resident.worker.stop(self._live.current.worker.unload_grace_seconds)
         if self._pending_load is not None:
             with contextlib.suppress(BaseException):
                 await self._pending_load[2]

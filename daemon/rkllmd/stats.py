@@ -11,9 +11,9 @@ from collections.abc import AsyncGenerator
 
 from .errors import Aborted, RkllmdError
 from .metrics import Metrics
-from .worker.proxy import DoneEvent, TokenEvent
+from .requests import DoneEvent, GenerationEvent
 
-Events = AsyncGenerator[TokenEvent | DoneEvent, None]
+Events = AsyncGenerator[GenerationEvent, None]
 
 
 class GenerationStats:
@@ -49,10 +49,10 @@ class GenerationStats:
             self.metrics.generations.labels(outcome).inc()
 
     def _record_done(self, event: DoneEvent, first: float | None) -> None:
-        completion = event.usage.get("completion_tokens", 0)
+        completion = event.usage.completion_tokens
         self.counters["completion_tokens"] += completion
         self.metrics.tokens.labels("completion").inc(completion)
-        self.metrics.tokens.labels("prompt").inc(event.usage.get("prompt_tokens", 0))
+        self.metrics.tokens.labels("prompt").inc(event.usage.prompt_tokens)
         if first is not None and completion > 1:
             elapsed = time.monotonic() - first
             if elapsed > 0:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rkllmd.backends.base import LoadOptions
+from rkllmd.requests import BackendDefaults, LoadOptions
 from rkllmd.backends.llamacpp import LlamaCppBackend
 from rkllmd.errors import ContextLengthExceeded
 
@@ -20,7 +20,7 @@ TEXTS = ["hello world", "The quick brown fox " * 20, "é ü 日本語 <|im_start
 @pytest.fixture(scope="module")
 def backend() -> Iterator[LlamaCppBackend]:
     pytest.importorskip("llama_cpp")
-    backend = LlamaCppBackend(LoadOptions(ctx_size=512, threads=1))
+    backend = LlamaCppBackend(BackendDefaults(ctx_size=512, threads=1))
     backend.load(Path(model_source()), LoadOptions())
     yield backend
     backend.close()

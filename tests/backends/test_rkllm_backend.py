@@ -11,13 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rkllmd.backends.base import (
-    ChatMessage,
-    GenerateRequest,
-    GenerateResult,
-    LoadOptions,
-    Sampling,
-)
+from rkllmd.backends.base import GenerateResult
+from rkllmd.requests import BackendDefaults, ChatMessage, GenerateRequest, LoadOptions, Sampling
 from rkllmd.backends.rkllm.backend import RkllmBackend
 
 from tests.backends.conftest import CallLog
@@ -30,7 +25,7 @@ def backend(
     npu_models: Path, call_log: CallLog, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[RkllmBackend]:
     monkeypatch.setenv("RKLLM_DOUBLE_LOG", str(call_log.path))
-    backend = RkllmBackend(LoadOptions(library=str(double_library(13, "1.3.0", True))))
+    backend = RkllmBackend(BackendDefaults(library=str(double_library(13, "1.3.0", True))))
     backend.load(next(npu_models.glob("*.rkllm")), LoadOptions())
     yield backend
     backend.close()

@@ -9,7 +9,7 @@ from array import array
 from pathlib import Path
 
 import pytest
-from rkllmd.backends.base import ChatMessage
+from rkllmd.requests import ChatMessage
 from rkllmd.backends.rkllm.kvcache import KvTracker, Plan
 from rkllmd.backends.rkllm.loader import cpu_mask
 from rkllmd.backends.rkllm.sinks import HiddenSink, TextSink

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from rkllmd.config import Config
+from rkllmd.catalog.registry import ModelRegistry
+from rkllmd.config import Config, LiveConfig
 from rkllmd.http.app import build_app
 from rkllmd.http.services import Services
 from rkllmd.manager import ModelManager
-from rkllmd.registry import ModelRegistry
 
 from tests.helpers import MODEL_ID
 
@@ -25,7 +25,9 @@ async def make_client(aiohttp_client, smol_dir: Path) -> AsyncIterator[MakeClien
 
     async def make(load: bool = True, **overrides: Any) -> TestClient[Any, Any]:
         http = {"listen": "127.0.0.1:8080", **overrides.pop("http", {})}
-        config = Config.model_validate({"models_dir": smol_dir, "http": http, **overrides})
+        config = LiveConfig(
+            Config.model_validate({"models_dir": smol_dir, "http": http, **overrides})
+        )
         registry = ModelRegistry(smol_dir, settle_seconds=0.2)
         await registry.scan()
         manager = ModelManager(config, registry)
@@ -33,7 +35,7 @@ async def make_client(aiohttp_client, smol_dir: Path) -> AsyncIterator[MakeClien
         if load:
             await manager.load(MODEL_ID)
         client: TestClient[Any, Any] = await aiohttp_client(
-            build_app(Services(manager, registry, lambda: config))
+            build_app(Services(manager, registry, config))
         )
         return client
 

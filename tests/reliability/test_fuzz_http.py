@@ -73,8 +73,8 @@ def positive_data_acceptance_within_context(ctx: Any, response: Any, case: Any) 
 
 @pytest.fixture
 def fuzz_daemon() -> Iterator[DaemonProcess]:
-    from tests.downloads.hubstub import HubStub
     from tests.fixtures.build_double import double_library, write_model
+    from tests.store.hubstub import HubStub
 
     hub = HubStub().start()
     hub.add_repo("rkllmd-test/tiny", {"model.gguf": b"GGUF" + bytes(60), "README.md": b"hi"})

@@ -122,8 +122,8 @@ class Target:
 
 @pytest.fixture(scope="module")
 def target() -> Iterator[Target]:
-    from tests.downloads.hubstub import HubStub
     from tests.fixtures.build_double import double_library, write_model
+    from tests.store.hubstub import HubStub
 
     hub = HubStub().start()
     root = short_tempdir()

@@ -127,8 +127,8 @@ def _age_atimes_file(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
-    from tests.downloads.hubstub import HubStub
     from tests.fixtures.build_double import double_library, write_model
+    from tests.store.hubstub import HubStub
 
     hub = HubStub().start()
     root = short_tempdir()

@@ -152,7 +152,7 @@ def test_prompt_longer_than_context_is_rejected(daemon) -> None:
 
 
 def test_remove_refuses_the_loaded_model_without_force(daemon) -> None:
-    # pull and remove in depth: tests/downloads/
+    # pull and remove in depth: tests/store/
     with pytest.raises(RpcError) as err:
         daemon.call("remove", model="smollm2")
     assert err.value.code == -32013 and err.value.data["code"] == "model_in_use"

@@ -123,7 +123,7 @@ def test_batches_answer_per_entry(idle) -> None:
     assert len(mixed) == 3
     by_id = {a["id"]: a for a in mixed}
     assert by_id[1]["result"]["state"] == "idle"
-    assert by_id[2]["result"] == {"models": [], "downloads": []}
+    assert by_id[2]["result"] == {"models": [], "pulls": []}
     assert by_id[None]["error"]["code"] == -32600
 
 

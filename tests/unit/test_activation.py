@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rkllmd.activation import take_sockets
+from rkllmd.systemd.activation import take_sockets
 
 from tests.helpers import REPO, NotifyListener, short_tempdir, wait_for
 

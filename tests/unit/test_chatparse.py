@@ -7,7 +7,7 @@ import json
 import random
 
 import pytest
-from rkllmd.chatparse import Delta, OutputParser, ToolCall, parse_tool_call
+from rkllmd.chat.parse import Delta, OutputParser, ToolCall, parse_tool_call
 
 
 def run(chunks: list[str], **flags: bool) -> tuple[str, str, list[ToolCall], list[Delta]]:

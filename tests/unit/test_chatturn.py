@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rkllmd.backends.base import ChatMessage
-from rkllmd.chatturn import ChatReply, generate_request
-from rkllmd.http import schemas as http_schemas
+from rkllmd.requests import ChatMessage
+from rkllmd.chat.turn import ChatReply, generate_request
+from rkllmd.http.dialects import openai
 from rkllmd.rpc import schemas as rpc_schemas
 
 CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
@@ -25,9 +25,11 @@ def _messages() -> list[dict[str, Any]]:
 def test_both_skins_build_the_same_request() -> None:
     fields = {"messages": _messages(), "tools": [TOOL], "max_tokens": 7, "stop": "x"}
     rpc = rpc_schemas.ChatParams.model_validate(fields)
-    http = http_schemas.ChatCompletionRequest.model_validate(fields)
+    http = openai.ChatCompletionRequest.model_validate(fields)
     built = [
-        generate_request(body, max_tokens=7, default_max=99, enable_thinking=False)
+        generate_request(
+            body, body.messages, tools=body.tools, max_tokens=7, default_max=99, enable_thinking=False
+        )
         for body in (rpc, http)
     ]
     assert built[0] == built[1]
@@ -40,7 +42,7 @@ def test_both_skins_build_the_same_request() -> None:
 
 
 def test_http_text_parts_and_developer_role() -> None:
-    body = http_schemas.ChatCompletionRequest.model_validate(
+    body = openai.ChatCompletionRequest.model_validate(
         {
             "messages": [
                 {"role": "developer", "content": "rules"},
@@ -48,7 +50,9 @@ def test_http_text_parts_and_developer_role() -> None:
             ]
         }
     )
-    request = generate_request(body, max_tokens=None, default_max=99, enable_thinking=None)
+    request = generate_request(
+        body, body.messages, tools=body.tools, max_tokens=None, default_max=99, enable_thinking=None
+    )
     assert request.messages == (ChatMessage("system", "rules"), ChatMessage("user", "a"))
     assert request.sampling.max_tokens == 99 and request.tools == ()
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rkllmd.backends.base import ChatMessage, GenerateRequest, LoadOptions
-from rkllmd.config import Config
+from rkllmd.catalog.registry import ModelRegistry
+from rkllmd.config import Config, LiveConfig
 from rkllmd.errors import (
     BackendCrashed,
     LoadFailed,
@@ -23,8 +23,17 @@ from rkllmd.errors import (
     ShuttingDown,
 )
 from rkllmd.manager import ModelManager, State
-from rkllmd.registry import ModelRegistry
-from rkllmd.worker.proxy import DoneEvent, TokenEvent
+from rkllmd.props import ModelProps
+from rkllmd.requests import (
+    BackendDefaults,
+    ChatMessage,
+    DoneEvent,
+    GenerateRequest,
+    GenerationEvent,
+    LoadOptions,
+    TokenEvent,
+    Usage,
+)
 
 REQUEST = GenerateRequest(messages=(ChatMessage("user", "hi"),))
 _pids = itertools.count(4000)
@@ -48,18 +57,19 @@ class FakeWorker:
         return self.exit_reason is None
 
     async def load(
-        self, path: Path, fmt: str, options: LoadOptions, defaults: LoadOptions, deadline: float
-    ) -> dict[str, Any]:
+        self, path: Path, fmt: str, options: LoadOptions, defaults: BackendDefaults, deadline: float
+    ) -> ModelProps:
         self.factory.loads.append(path.name)
         await self.factory.load_gate.wait()
         if path.name in self.factory.broken:
             raise LoadFailed("llama.cpp could not load the model")
         self.loaded = path
-        return {"n_ctx": options.ctx_size or defaults.ctx_size}
+        n_ctx = options.ctx_size or defaults.ctx_size or 0
+        return ModelProps("fake", "0", n_ctx, None, 1, None, "fallback")
 
     async def generate(
         self, request: GenerateRequest, abort_grace: float
-    ) -> AsyncGenerator[TokenEvent | DoneEvent, None]:
+    ) -> AsyncGenerator[GenerationEvent, None]:
         yield TokenEvent("Hel")
         hold = asyncio.ensure_future(self.factory.generation_gate.wait())
         death = asyncio.ensure_future(self.woken.wait())
@@ -69,7 +79,7 @@ class FakeWorker:
         if not self.alive:
             raise BackendCrashed(self.exit_reason or "worker process died")
         yield TokenEvent("lo")
-        yield DoneEvent("stop", {"prompt_tokens": 1, "completion_tokens": 2})
+        yield DoneEvent("stop", Usage(prompt_tokens=1, completion_tokens=2))
 
     async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         return [[1.0, 0.0] for _ in texts], len(texts)
@@ -137,7 +147,7 @@ def factory() -> Factory:
 
 def make_manager(registry: ModelRegistry, factory: Factory, **settings: Any) -> ModelManager:
     config = Config.model_validate({"models_dir": registry.models_dir, **settings})
-    return ModelManager(config, registry, spawn=factory)
+    return ModelManager(LiveConfig(config), registry, spawn=factory)
 
 
 @pytest.fixture
@@ -163,9 +173,9 @@ async def start_holding_generation(manager: ModelManager, factory: Factory) -> a
 
 async def test_load_makes_the_model_resident(manager: ModelManager, factory: Factory) -> None:
     status = await manager.load("alpha")
-    assert status["state"] == "ready" and status["model"] == "alpha"
-    assert status["worker_pid"] == factory.workers[0].pid
-    assert [(m["id"], m["loaded"]) for m in manager.list_models()] == [
+    assert status.state == "ready" and status.model == "alpha"
+    assert status.worker_pid == factory.workers[0].pid
+    assert [(m.entry.id, m.loaded) for m in manager.list_models()] == [
         ("alpha", True),
         ("beta", False),
     ]
@@ -180,12 +190,12 @@ async def test_concurrent_loads_of_one_model_are_single_flight(
     for _ in range(20):
         await asyncio.sleep(0)
     assert manager.state is State.LOADING
-    assert manager.status()["queue"]["waiting"] == 0  # the others joined, not queued
+    assert manager.status().queue.waiting == 0  # the others joined, not queued
     factory.load_gate.set()
     results = await asyncio.gather(*loads)
     assert len(factory.workers) == 1 and factory.loads == ["alpha.gguf"]
-    assert {r["model"] for r in results} == {"alpha"}
-    assert {r["worker_pid"] for r in results} == {factory.workers[0].pid}
+    assert {r.model for r in results} == {"alpha"}
+    assert {r.worker_pid for r in results} == {factory.workers[0].pid}
 
 
 async def test_concurrent_loads_share_one_failure(manager: ModelManager, factory: Factory) -> None:
@@ -214,8 +224,8 @@ async def test_loading_another_model_replaces_the_resident_one(
     status = await manager.load("beta")
     first, second = factory.workers
     assert first.stopped and not second.stopped
-    assert status["model"] == "beta" and status["worker_pid"] == second.pid
-    assert {m["id"]: m["loaded"] for m in manager.list_models()} == {
+    assert status.model == "beta" and status.worker_pid == second.pid
+    assert {m.entry.id: m.loaded for m in manager.list_models()} == {
         "alpha": False,
         "beta": True,
     }
@@ -228,11 +238,11 @@ async def test_failed_load_sets_failed_and_stops_its_worker(
     with pytest.raises(LoadFailed):
         await manager.load("beta")
     status = manager.status()
-    assert status["state"] == "failed" and status["model"] == "beta"
-    assert "could not load" in status["reason"]
+    assert status.state == "failed" and status.model == "beta"
+    assert "could not load" in status.reason
     assert factory.workers[0].stopped
-    assert (await manager.load("alpha"))["state"] == "ready"
-    assert manager.status()["reason"] is None
+    assert (await manager.load("alpha")).state == "ready"
+    assert manager.status().reason is None
 
 
 async def test_unknown_model_fails_before_any_spawn(
@@ -247,7 +257,7 @@ async def test_unknown_model_fails_before_any_spawn(
 async def test_unload(manager: ModelManager, factory: Factory) -> None:
     await manager.load("alpha")
     status = await manager.unload()
-    assert status["state"] == "idle" and status["model"] is None
+    assert status.state == "idle" and status.model is None
     assert factory.workers[0].stopped
     with pytest.raises(NoModelLoaded):
         await generate(manager)
@@ -260,7 +270,7 @@ async def test_generation_streams_and_counts(manager: ModelManager) -> None:
     await manager.load("alpha")
     assert await generate(manager) == "Hello"
     assert manager.state is State.READY
-    counters = manager.status()["counters"]
+    counters = manager.status().counters
     assert counters["generations"] == counters["completed"] == 1
     assert counters["completion_tokens"] == 2
 
@@ -270,7 +280,7 @@ async def test_generation_naming_a_cold_model_loads_it(
 ) -> None:
     await manager.load("alpha")
     assert await generate(manager, "beta") == "Hello"
-    assert manager.status()["model"] == "beta"
+    assert manager.status().model == "beta"
     assert factory.workers[0].stopped
 
 
@@ -281,7 +291,7 @@ async def test_full_queue_raises_queue_full_with_retry_after(
     await manager.load("alpha")
     running = await start_holding_generation(manager, factory)
     waiting = asyncio.create_task(generate(manager))
-    await eventually(lambda: manager.status()["queue"]["waiting"] == 1, "one waiter")
+    await eventually(lambda: manager.status().queue.waiting == 1, "one waiter")
 
     with pytest.raises(QueueFull) as err:
         await generate(manager)
@@ -290,11 +300,11 @@ async def test_full_queue_raises_queue_full_with_retry_after(
 
     # Administrative calls are not bounded by the queue: they wait their turn.
     unloading = asyncio.create_task(manager.unload())
-    await eventually(lambda: manager.status()["queue"]["waiting"] == 2, "the unload to queue")
+    await eventually(lambda: manager.status().queue.waiting == 2, "the unload to queue")
     factory.generation_gate.set()
     assert await running == "Hello"
     assert await waiting == "Hello"
-    assert (await unloading)["state"] == "idle"
+    assert (await unloading).state == "idle"
 
 
 async def test_zero_max_waiting_refuses_any_wait(registry: ModelRegistry, factory: Factory) -> None:
@@ -326,7 +336,7 @@ async def test_waiters_get_the_slot_in_arrival_order(
     for number in range(8):
         waiters.append(asyncio.create_task(waiter(number)))
         await eventually(
-            lambda n=number: manager.status()["queue"]["waiting"] == n + 1, "the waiter to queue"
+            lambda n=number: manager.status().queue.waiting == n + 1, "the waiter to queue"
         )
     factory.generation_gate.set()
     await asyncio.gather(running, *waiters)
@@ -337,9 +347,9 @@ async def test_cancelled_waiter_leaves_the_queue(manager: ModelManager, factory:
     await manager.load("alpha")
     running = await start_holding_generation(manager, factory)
     waiter = asyncio.create_task(generate(manager))
-    await eventually(lambda: manager.status()["queue"]["waiting"] == 1, "one waiter")
+    await eventually(lambda: manager.status().queue.waiting == 1, "one waiter")
     waiter.cancel()
-    await eventually(lambda: manager.status()["queue"]["waiting"] == 0, "the waiter to leave")
+    await eventually(lambda: manager.status().queue.waiting == 0, "the waiter to leave")
     factory.generation_gate.set()
     assert await running == "Hello"
     assert await generate(manager) == "Hello"
@@ -350,7 +360,7 @@ async def test_leaving_a_generation_early_counts_as_aborted(manager: ModelManage
     async with manager.generation(REQUEST) as gen:
         async for _ in gen.events:
             break
-    assert manager.status()["counters"]["aborted"] == 1
+    assert manager.status().counters["aborted"] == 1
     assert manager.state is State.READY
 
 
@@ -363,15 +373,15 @@ async def test_worker_exit_sets_failed_with_reason_and_next_load_works(
     await manager.load("alpha")
     factory.workers[0].die("worker process killed by SIGSEGV")
     status = manager.status()
-    assert status["state"] == "failed"
-    assert status["model"] == "alpha"
-    assert status["reason"] == "worker process killed by SIGSEGV"
-    assert status["worker_pid"] is None
-    assert not any(m["loaded"] for m in manager.list_models())
+    assert status.state == "failed"
+    assert status.model == "alpha"
+    assert status.reason == "worker process killed by SIGSEGV"
+    assert status.worker_pid is None
+    assert not any(m.loaded for m in manager.list_models())
 
     again = await manager.load("alpha")
-    assert again["state"] == "ready" and again["reason"] is None
-    assert again["worker_pid"] == factory.workers[1].pid
+    assert again.state == "ready" and again.reason is None
+    assert again.worker_pid == factory.workers[1].pid
 
 
 async def test_worker_death_mid_generation_fails_the_request(
@@ -382,8 +392,8 @@ async def test_worker_death_mid_generation_fails_the_request(
     factory.workers[0].die("worker process killed by SIGKILL")
     with pytest.raises(BackendCrashed, match="SIGKILL"):
         await running
-    assert manager.status()["state"] == "failed"
-    assert manager.status()["counters"]["failed"] == 1
+    assert manager.status().state == "failed"
+    assert manager.status().counters["failed"] == 1
     factory.generation_gate.set()
     assert await generate(manager, "alpha") == "Hello"  # loads again on request
 
@@ -397,7 +407,7 @@ async def test_shutdown_drains_then_refuses_new_work(
     await manager.load("alpha")
     running = await start_holding_generation(manager, factory)
     queued = asyncio.create_task(generate(manager))
-    await eventually(lambda: manager.status()["queue"]["waiting"] == 1, "one waiter")
+    await eventually(lambda: manager.status().queue.waiting == 1, "one waiter")
     stopping = asyncio.create_task(manager.shutdown(drain_seconds=30))
     await eventually(lambda: not manager.accepting, "shutdown to begin")
 
@@ -412,7 +422,7 @@ async def test_shutdown_drains_then_refuses_new_work(
         await queued  # a request still waiting is refused, not started
     await stopping
     assert factory.workers[0].stopped
-    assert manager.status()["state"] == "idle"
+    assert manager.status().state == "idle"
     assert len(factory.workers) == 1
 
 
@@ -429,20 +439,20 @@ async def test_shutdown_with_nothing_loaded(manager: ModelManager, factory: Fact
 async def test_list_follows_the_registry_and_the_resident_model(
     manager: ModelManager, registry: ModelRegistry
 ) -> None:
-    assert [m["id"] for m in manager.list_models()] == ["alpha", "beta"]
+    assert [m.entry.id for m in manager.list_models()] == ["alpha", "beta"]
     first = manager.list_models()
-    first[0]["loaded"] = "mutated by a caller"
-    assert manager.list_models()[0]["loaded"] is False  # callers get copies
+    first.clear()  # a caller's list is its own; the views in it are frozen
+    assert [m.entry.id for m in manager.list_models()] == ["alpha", "beta"]
 
     put(registry.models_dir / "gamma.gguf")
     await registry.scan()
-    assert [m["id"] for m in manager.list_models()] == ["alpha", "beta", "gamma"]
+    assert [m.entry.id for m in manager.list_models()] == ["alpha", "beta", "gamma"]
 
     await manager.load("gamma")
-    assert [m["id"] for m in manager.list_models() if m["loaded"]] == ["gamma"]
+    assert [m.entry.id for m in manager.list_models() if m.loaded] == ["gamma"]
     (registry.models_dir / "alpha.gguf").unlink()
     await registry.scan()
-    assert [(m["id"], m["loaded"]) for m in manager.list_models()] == [
+    assert [(m.entry.id, m.loaded) for m in manager.list_models()] == [
         ("beta", False),
         ("gamma", True),
     ]

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rkllmd.catalog.registry import ModelRegistry
 from rkllmd.errors import AmbiguousModel, InvalidModelName, ModelNotFound
-from rkllmd.registry import ModelRegistry
 
 OLD = 60.0  # seconds: an mtime this old is past any settle window
 # How long to wait for a change the registry must notice on its own (a re-check timer, a
@@ -81,11 +81,8 @@ async def test_ids_are_file_names_without_extension(models: Path) -> None:
     phi = reg.resolve("Phi")
     assert (phi.relpath, phi.format) == ("sub/deep/Phi.GGUF", "gguf")
 
-    data = smol.to_dict()
-    assert {"id", "file", "format", "size_bytes", "modified"} <= set(data)
-    assert data["source"] is None and data["aliases"] == []  # metadata: tests/downloads
-    assert data["file"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    modified = datetime.fromisoformat(data["modified"])
+    assert smol.meta.source is None and smol.meta.aliases == ()  # metadata: tests/store
+    modified = datetime.fromisoformat(smol.modified)
     assert modified.utcoffset() == timedelta(0)
     assert abs(modified.timestamp() - (time.time() - OLD)) < 5
 
@@ -266,7 +263,7 @@ async def test_missing_dir_yields_nothing_then_appears(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     models = tmp_path / "not-yet"
-    with caplog.at_level(logging.WARNING, logger="rkllmd.registry"):
+    with caplog.at_level(logging.WARNING, logger="rkllmd.catalog.registry"):
         reg = await scanned(models)
     assert ids(reg) == []
     assert any("does not exist" in r.getMessage() for r in caplog.records)

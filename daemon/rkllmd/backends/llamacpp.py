@@ -10,15 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailable, ContextLengthExceeded, GenerationFailed, LoadFailed
-from .base import (
-    EmbedResult,
-    EmitText,
-    GenerateRequest,
-    GenerateResult,
-    LoadOptions,
-    Usage,
-    pick_option,
-)
+from ..props import ModelProps
+from ..requests import BackendDefaults, GenerateRequest, LoadOptions, Usage
+from .base import EmbedResult, EmitText, GenerateResult, pick_option
 from .textstream import TextStream
 
 logger = logging.getLogger(__name__)
@@ -54,7 +48,7 @@ def check_gguf_header(path: Path) -> None:
 
 
 class LlamaCppBackend:
-    def __init__(self, defaults: LoadOptions) -> None:
+    def __init__(self, defaults: BackendDefaults) -> None:
         self._defaults = defaults
         self._lib = _import_llama_cpp()
         self._llm: Any = None
@@ -64,7 +58,7 @@ class LlamaCppBackend:
 
     # --- load ----------------------------------------------------------------------
 
-    def load(self, path: Path, options: LoadOptions) -> dict[str, Any]:
+    def load(self, path: Path, options: LoadOptions) -> ModelProps:
         check_gguf_header(path)
         defaults = self._defaults
         # 0 is a setting for both: llama.cpp itself reads n_ctx=0 as the model's
@@ -122,22 +116,24 @@ class LlamaCppBackend:
 
     def _props(
         self, train_ctx: int, threads: int, batch: int, source: str, template: str
-    ) -> dict[str, Any]:
+    ) -> ModelProps:
         meta = self._llm.metadata
-        return {
-            "backend": "llama.cpp",
-            "backend_version": getattr(self._lib, "__version__", "unknown"),
-            "architecture": meta.get("general.architecture"),
-            "name": meta.get("general.name"),
-            "n_ctx": int(self._llm.n_ctx()),
-            "n_ctx_train": train_ctx,
-            "n_vocab": int(self._llm.n_vocab()),
-            "n_params": int(self._llm._model.n_params()),
-            "threads": threads,
-            "batch_size": batch,
-            "chat_template": template,
-            "chat_template_source": source,
-        }
+        return ModelProps(
+            backend="llama.cpp",
+            backend_version=str(getattr(self._lib, "__version__", "unknown")),
+            n_ctx=int(self._llm.n_ctx()),
+            n_ctx_train=train_ctx,
+            threads=threads,
+            chat_template=template,
+            chat_template_source=source,
+            details={
+                "architecture": meta.get("general.architecture"),
+                "name": meta.get("general.name"),
+                "n_vocab": int(self._llm.n_vocab()),
+                "n_params": int(self._llm._model.n_params()),
+                "batch_size": batch,
+            },
+        )
 
     # --- generate ------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ _STATUS: dict[type[e.RkllmdError], int] = {
     e.UnsupportedMediaType: 415,
     e.NotAvailable: 501,
     e.RepoNotFound: 404,
-    e.DownloadFailed: 502,  # the Hub failed or sent something unusable
+    e.PullFailed: 502,  # the Hub failed or sent something unusable
     e.InsufficientStorage: 507,
     e.QueueFull: 503,
     e.ShuttingDown: 503,

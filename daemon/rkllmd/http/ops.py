@@ -8,21 +8,24 @@ from typing import Any
 
 from aiohttp import web
 
+from ..views import State
+from .routing import Route
 from .services import services
 
-UNHEALTHY = frozenset({"loading", "failed"})
+UNHEALTHY = frozenset({State.LOADING, State.FAILED})
 
 
 async def health(request: web.Request) -> web.Response:
     status = services(request).manager.status()
+    unhealthy = status.state in UNHEALTHY
     body = {
-        "status": "unavailable" if status["state"] in UNHEALTHY else "ok",
-        "state": status["state"],
-        "model": status["model"],
-        "reason": status["reason"],
-        "queue": status["queue"],
+        "status": "unavailable" if unhealthy else "ok",
+        "state": status.state.value,
+        "model": status.model,
+        "reason": status.reason,
+        "queue": {"waiting": status.queue.waiting, "max": status.queue.max},
     }
-    return web.json_response(body, status=503 if status["state"] in UNHEALTHY else 200)
+    return web.json_response(body, status=503 if unhealthy else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -56,3 +59,10 @@ def docs_page(spec: dict[str, Any]) -> str:
         f"<body><h1>{title}</h1><p><a href='/openapi.json'>openapi.json</a></p>"
         f"{''.join(rows)}</body></html>"
     )
+
+
+ROUTES = (
+    Route("GET", "/health", health, "200 when serving, 503 while loading or failed"),
+    Route("GET", "/v1/health", health, "Same as /health"),
+    Route("GET", "/metrics", metrics, "Prometheus metrics"),
+)

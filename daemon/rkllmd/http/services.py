@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
-from ..config import Config
+from ..catalog.registry import ModelRegistry
+from ..config import LiveConfig
 from ..manager import ModelManager
-from ..registry import ModelRegistry
+from ..store import ModelStore
 
 
 @dataclass(frozen=True, slots=True)
 class Services:
     manager: ModelManager
     registry: ModelRegistry
-    config: Callable[[], Config]  # re-read on each request so SIGHUP changes apply
-    store: Any = None  # the model store (downloads), when this build has one
+    config: LiveConfig  # read per request (``config.current``): SIGHUP changes apply
+    store: ModelStore | None = None
 
 
 SERVICES = web.AppKey("services", Services)

@@ -14,10 +14,9 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 
 from .. import errors as e
-from ..backends.base import GenerateRequest
 from ..config import HttpSection
 from ..manager import ModelManager
-from ..worker.proxy import DoneEvent, TokenEvent
+from ..requests import DoneEvent, GenerateRequest, GenerationEvent, TokenEvent
 from .errors import error_body
 from .sse import Deadline, EventStream
 
@@ -30,9 +29,9 @@ class Run:
     def __init__(
         self,
         model_id: str,
-        events: AsyncIterator[TokenEvent | DoneEvent],
+        events: AsyncIterator[GenerationEvent],
         deadline: Deadline,
-        first: TokenEvent | DoneEvent,
+        first: GenerationEvent,
     ) -> None:
         self.model_id = model_id
         self._events = events

@@ -26,7 +26,7 @@ _APPLICATION_CODES: dict[type[e.RkllmdError], int] = {
     e.NotAvailable: -32009,
     e.Aborted: -32010,
     e.GenerationFailed: -32011,
-    e.DownloadFailed: -32012,  # data.code: hub_unreachable, checksum_mismatch, ...
+    e.PullFailed: -32012,  # data.code: hub_unreachable, checksum_mismatch, ...
     e.ModelInUse: -32013,
     e.ModelPinned: -32014,  # a request would swap out the pinned model
 }

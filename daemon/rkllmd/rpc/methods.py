@@ -16,15 +16,16 @@ from typing import Any
 from jsonrpcserver import Error, Result, Success
 from pydantic import ValidationError
 
-from ..backends.base import LoadOptions
-from ..chatparse import Delta
-from ..chatturn import ChatReply, generate_request
-from ..downloads import ModelStore, PullRequest
+from ..catalog.registry import ModelRegistry
+from ..chat.parse import Delta
+from ..chat.turn import ChatReply, generate_request
+from ..config import LiveConfig
 from ..errors import NotAvailable, RkllmdError
-from ..jobs import TERMINAL
 from ..manager import ModelManager
-from ..registry import ModelRegistry
-from ..worker.proxy import DoneEvent
+from ..requests import DoneEvent, LoadOptions
+from ..store import ModelStore, PullRequest
+from ..store.job import TERMINAL
+from . import render
 from . import schemas as s
 from .errors import INTERNAL_ERROR, INVALID_PARAMS, rpc_code
 
@@ -92,22 +93,22 @@ def rpc_method(
 def build_methods(
     manager: ModelManager,
     registry: ModelRegistry,
-    default_max_tokens: Callable[[], int],
+    config: LiveConfig,
     store: ModelStore | None = None,
 ) -> dict[str, Method]:
     @rpc_method("status", s.NoParams)
     async def status(ctx: CallContext, p: s.NoParams) -> Any:
-        return manager.status()
+        return render.status(manager.status())
 
     @rpc_method("list", s.NoParams)
     async def list_(ctx: CallContext, p: s.NoParams) -> Any:
-        result: dict[str, Any] = {"models": manager.list_models()}
-        result["downloads"] = await store.downloads() if store is not None else []
+        result: dict[str, Any] = {"models": [render.model(v) for v in manager.list_models()]}
+        result["pulls"] = await store.pulls() if store is not None else []
         return result
 
     @rpc_method("show", s.ModelParams)
     async def show(ctx: CallContext, p: s.ModelParams) -> Any:
-        return manager.show(p.model)
+        return render.shown(manager.show(p.model))
 
     @rpc_method("load", s.LoadParams, mutating=True)
     async def load(ctx: CallContext, p: s.LoadParams) -> Any:
@@ -118,11 +119,12 @@ def build_methods(
         async def progress(stage: str, fraction: float | None, message: str) -> None:
             await ctx.notify("progress", {"stage": stage, "fraction": fraction, "message": message})
 
-        return await manager.load(p.model, options, progress if p.progress else None)
+        st = await manager.load(p.model, options, progress if p.progress else None)
+        return render.status(st)
 
     @rpc_method("unload", s.NoParams, mutating=True)
     async def unload(ctx: CallContext, p: s.NoParams) -> Any:
-        return await manager.unload()
+        return render.status(await manager.unload())
 
     @rpc_method("rescan", s.NoParams, mutating=True)
     async def rescan(ctx: CallContext, p: s.NoParams) -> Any:
@@ -131,15 +133,16 @@ def build_methods(
 
     @rpc_method("chat", s.ChatParams, mutating=True)
     async def chat(ctx: CallContext, p: s.ChatParams) -> Any:
-        return await _chat(manager, ctx, p, default_max_tokens())
+        return await _chat(manager, ctx, p, config.current.generation.default_max_tokens)
 
     @rpc_method("embed", s.EmbedParams)
     async def embed(ctx: CallContext, p: s.EmbedParams) -> Any:
         texts = [p.input] if isinstance(p.input, str) else list(p.input)
-        model_id, vectors, tokens = await manager.embed(texts, p.model)
+        result = await manager.embed(texts, p.model)
+        tokens = result.prompt_tokens
         return {
-            "model": model_id,
-            "data": vectors,
+            "model": result.model_id,
+            "data": result.vectors,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
@@ -213,6 +216,8 @@ async def _chat(
 ) -> Any:
     request = generate_request(
         p,
+        p.messages,
+        tools=p.tools,
         max_tokens=p.max_tokens,
         default_max=default_max_tokens,
         enable_thinking=p.enable_thinking,
@@ -220,8 +225,9 @@ async def _chat(
     started = time.monotonic()
     first: float | None = None
     async with manager.generation(request, p.model) as gen:
+        props = manager.resident_props()
         reply = ChatReply(
-            tools=bool(p.tools), starts_in_reasoning=bool(manager.prop("reasoning_starts_open"))
+            tools=bool(p.tools), starts_in_reasoning=bool(props and props.reasoning_starts_open)
         )
         async for event in gen.events:
             if isinstance(event, DoneEvent):
@@ -230,9 +236,9 @@ async def _chat(
                     "model": gen.model_id,
                     "message": reply.message(),
                     "finish_reason": reply.finish_reason(event.finish_reason),
-                    "usage": event.usage,
+                    "usage": event.usage.to_dict(),
                     **({"perf": event.perf} if event.perf else {}),
-                    "timings": _timings(started, first, event.usage["completion_tokens"]),
+                    "timings": _timings(started, first, event.usage.completion_tokens),
                 }
             first = first or time.monotonic()
             await _send_deltas(ctx, p.stream, reply.feed(event.text))

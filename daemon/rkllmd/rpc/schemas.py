@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..wire import EmbedInput, SamplingFields
+
 ModelName = Annotated[str, Field(min_length=1, max_length=255)]
 
 
@@ -46,25 +48,10 @@ class Message(Params):
         return self.content
 
 
-class ChatParams(Params):
+class ChatParams(Params, SamplingFields):
     model: ModelName | None = None
     messages: Annotated[list[Message], Field(min_length=1, max_length=4096)]
     stream: bool = False
-    max_tokens: Annotated[int, Field(ge=1, le=1_048_576)] | None = None
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.8
-    top_p: Annotated[float, Field(ge=0.0, le=1.0)] = 0.95
-    top_k: Annotated[int, Field(ge=0, le=1000)] = 40
-    min_p: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
-    repeat_penalty: Annotated[float, Field(gt=0.0, le=10.0)] = 1.0
-    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
-    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
-    seed: Annotated[int, Field(ge=-1, le=2**32 - 1)] | None = None
-    ignore_eos: bool = False
-    stop: (
-        Annotated[str, Field(min_length=1, max_length=256)]
-        | Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=16)]
-        | None
-    ) = None
     tools: Annotated[list[dict[str, Any]], Field(max_length=128)] | None = None  # OpenAI tools
     enable_thinking: bool | None = None
 
@@ -96,11 +83,4 @@ class RemoveParams(Params):
 
 class EmbedParams(Params):
     model: ModelName | None = None
-    input: (
-        # An empty text has nothing to embed (llama.cpp fails on it): refused as OpenAI does.
-        Annotated[str, Field(min_length=1, max_length=1_048_576)]
-        | Annotated[
-            list[Annotated[str, Field(min_length=1, max_length=1_048_576)]],
-            Field(min_length=1, max_length=256),
-        ]
-    )
+    input: EmbedInput

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..backends.base import Backend, GenerateRequest, LoadOptions
+from ..backends.base import Backend
 from ..errors import LoadFailed, NotAvailable, RkllmdError
+from ..requests import BackendDefaults, GenerateRequest, LoadOptions
 from . import protocol as p
 
 logger = logging.getLogger("rkllmd.worker")
@@ -38,7 +39,7 @@ class EventPipe:
             self._stream.flush()
 
 
-def make_backend(fmt: str, defaults: LoadOptions) -> Backend:
+def make_backend(fmt: str, defaults: BackendDefaults) -> Backend:
     if fmt == "gguf":
         from ..backends.llamacpp import LlamaCppBackend
 
@@ -58,7 +59,7 @@ class Host:
 
     def handle_load(self, message: dict[str, Any]) -> bool:
         try:
-            defaults = LoadOptions.from_dict(message.get("defaults") or {})
+            defaults = BackendDefaults.from_dict(message.get("defaults") or {})
             backend = make_backend(str(message["format"]), defaults)
             props = backend.load(Path(message["path"]), LoadOptions.from_dict(message["options"]))
         except RkllmdError as exc:
@@ -76,7 +77,7 @@ class Host:
             )
             return False
         self._backend = backend
-        self._events.send(p.LOADED, props=props)
+        self._events.send(p.LOADED, props=props.to_dict())
         return True
 
     def handle_generate(self, message: dict[str, Any]) -> None:

@@ -16,27 +16,23 @@ import signal
 import sys
 import time
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import GenerateRequest, LoadOptions
 from ..errors import Aborted, BackendCrashed, LoadFailed, RkllmdError, error_from_code
+from ..props import ModelProps
+from ..requests import (
+    BackendDefaults,
+    DoneEvent,
+    GenerateRequest,
+    GenerationEvent,
+    LoadOptions,
+    TokenEvent,
+    Usage,
+)
 from . import protocol as p
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class TokenEvent:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class DoneEvent:
-    finish_reason: str
-    usage: dict[str, int]
-    perf: dict[str, float] | None = None  # runtime figures (RKLLM), when there are any
 
 
 _CRASHED = object()
@@ -74,7 +70,7 @@ class WorkerProcess:
     def __init__(self, proc: asyncio.subprocess.Process, on_exit: ExitCallback) -> None:
         self._proc = proc
         self._on_exit = on_exit
-        self._loaded: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._loaded: asyncio.Future[ModelProps] = asyncio.get_running_loop().create_future()
         self._jobs: dict[int, asyncio.Queue[Any]] = {}
         self._ids = itertools.count(1)
         self._stopping = False
@@ -124,8 +120,13 @@ class WorkerProcess:
             raise BackendCrashed(self.exit_reason or "worker process is gone") from None
 
     async def load(
-        self, path: Path, fmt: str, options: LoadOptions, defaults: LoadOptions, deadline: float
-    ) -> dict[str, Any]:
+        self,
+        path: Path,
+        fmt: str,
+        options: LoadOptions,
+        defaults: BackendDefaults,
+        deadline: float,
+    ) -> ModelProps:
         await self._send(
             p.LOAD,
             path=str(path),
@@ -143,7 +144,7 @@ class WorkerProcess:
 
     async def generate(
         self, request: GenerateRequest, abort_grace: float
-    ) -> AsyncGenerator[TokenEvent | DoneEvent, None]:
+    ) -> AsyncGenerator[GenerationEvent, None]:
         job_id = next(self._ids)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._jobs[job_id] = queue
@@ -180,7 +181,7 @@ class WorkerProcess:
         finally:
             self._jobs.pop(job_id, None)
 
-    def _unpack(self, message: Any) -> TokenEvent | DoneEvent:
+    def _unpack(self, message: Any) -> GenerationEvent:
         if message is _CRASHED:
             if self._stopping:
                 raise Aborted("generation stopped: the model is being unloaded")
@@ -189,7 +190,8 @@ class WorkerProcess:
         if kind == p.TOKEN:
             return TokenEvent(message["text"])
         if kind == p.DONE:
-            return DoneEvent(message["finish_reason"], message["usage"], message.get("perf"))
+            usage = Usage.from_dict(message["usage"])
+            return DoneEvent(message["finish_reason"], usage, message.get("perf"))
         raise error_from_code(message["code"], message["message"], **(message.get("details") or {}))
 
     async def _abort(self, job_id: int, queue: asyncio.Queue[Any], grace: float) -> None:
@@ -247,7 +249,7 @@ class WorkerProcess:
     def _route(self, message: dict[str, Any]) -> None:
         kind = message["kind"]
         if kind == p.LOADED and not self._loaded.done():
-            self._loaded.set_result(message["props"])
+            self._loaded.set_result(ModelProps.from_dict(message["props"]))
         elif kind == p.LOAD_FAILED and not self._loaded.done():
             error = error_from_code(
                 message["code"], message["message"], **(message.get("details") or {})

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ContextLengthExceeded, GenerationFailed
-from ..base import EmbedResult, EmitText, GenerateRequest, GenerateResult, LoadOptions, Usage
+from ...props import ModelProps
+from ...requests import BackendDefaults, GenerateRequest, LoadOptions, Usage
+from ..base import EmbedResult, EmitText, GenerateResult
 from . import abi as c
 from .kvcache import KvTracker
 from .loader import LoadedModel, load_model
@@ -67,13 +69,14 @@ def abort_watch(
 
 
 class RkllmBackend:
-    def __init__(self, defaults: LoadOptions) -> None:
+    def __init__(self, defaults: BackendDefaults) -> None:
         self._defaults = defaults
         self._model: LoadedModel | None = None
         self._kv = KvTracker()
 
-    def load(self, path: Path, options: LoadOptions) -> dict[str, Any]:
+    def load(self, path: Path, options: LoadOptions) -> ModelProps:
         self._model = load_model(path, options, self._defaults)
+        assert self._model.props is not None
         return self._model.props
 
     # --- generate ----------------------------------------------------------------------

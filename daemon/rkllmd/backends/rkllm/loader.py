@@ -5,12 +5,14 @@ from __future__ import annotations
 import ctypes
 import os
 import resource
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...errors import LoadFailed
-from ..base import LoadOptions, Sampling, pick_option
+from ...props import ModelProps
+from ...requests import BackendDefaults, LoadOptions, Sampling
+from ..base import pick_option
 from . import abi as c
 from .initlog import error_lines, parse_facts
 from .layout import check_sizes, host_abi
@@ -29,7 +31,7 @@ class LoadedModel:
     chat_format: ChatFormat
     n_ctx: int
     init_sampling: Sampling
-    props: dict[str, Any] = field(default_factory=dict)
+    props: ModelProps | None = None
 
     def make_input(self, text: bytes, enable_thinking: bool | None) -> Any:
         rk_input = self.native.abi.input()
@@ -98,7 +100,7 @@ def _init(native: NativeModel, path: Path, ctx: int, threads: int, s: Sampling) 
     return native.init(param)
 
 
-def load_model(path: Path, options: LoadOptions, defaults: LoadOptions) -> LoadedModel:
+def load_model(path: Path, options: LoadOptions, defaults: BackendDefaults) -> LoadedModel:
     runtime = open_runtime(defaults.library, defaults.runtime_version)
     sizes = check_sizes(runtime.abi)
     c.bind(runtime.lib, runtime.abi)
@@ -147,12 +149,61 @@ def _props(
     options: LoadOptions,
     threads: int,
     sizes: dict[str, int],
-) -> dict[str, Any]:
+) -> ModelProps:
     rt = model.native.runtime
     fmt = model.chat_format
     per_run = rt.abi.per_run_sampling
-    notes: list[str] = []
     cores = facts.get("npu_core_num")
+    init = model.init_sampling
+    return ModelProps(
+        backend="rkllm",
+        backend_version=rt.version,
+        n_ctx=model.n_ctx,
+        n_ctx_train=facts.get("max_context_limit"),
+        threads=threads,
+        chat_template=fmt.text if fmt.text is not None else fmt.family,
+        chat_template_source=fmt.source,
+        reasoning_starts_open=fmt.opens_reasoning(),
+        notes=_notes(options, cores, per_run, fmt.source),
+        runtime={
+            "library": rt.path,
+            "version": rt.version,
+            "version_source": rt.version_source,
+            "abi": rt.abi.name,
+            "host_abi": host_abi(),
+            "struct_sizes": dict(sizes),
+            "driver_version": facts.get("driver_version"),
+            "platform": facts.get("platform"),
+            "supported": list(SUPPORTED),
+            "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        },
+        details={
+            "max_context_limit": facts.get("max_context_limit"),
+            "npu_cores": cores,
+            "toolkit_version": facts.get("toolkit_version"),
+            "target_platform": facts.get("target_platform"),
+            "model_dtype": facts.get("model_dtype"),
+            "cpu_mask": hex(cpu_mask(threads, os.cpu_count() or threads)),
+            "chat_template_family": fmt.family,
+            "sampling": "per-request" if per_run else "init-time",
+            "init_sampling": {
+                "temperature": init.temperature,
+                "top_p": init.top_p,
+                "top_k": init.top_k,
+                "repeat_penalty": init.repeat_penalty,
+            },
+            "kv_reuse": True,
+            "embeddings": "last hidden layer, mean-pooled, L2-normalised",
+            "init_log": list(model.native.init_log[-20:]),
+        },
+    )
+
+
+def _notes(
+    options: LoadOptions, cores: Any, per_run: bool, template_source: str
+) -> tuple[str, ...]:
+    """Say which requested settings cannot apply instead of dropping them."""
+    notes: list[str] = []
     if options.npu_cores is not None and options.npu_cores != cores:
         notes.append(
             f"npu_cores={options.npu_cores} was requested but NPU cores are fixed when a "
@@ -163,46 +214,6 @@ def _props(
             "runtime 1.2 fixes sampling at load: per-request temperature/top_p/top_k/"
             "penalties are ignored and max_tokens is enforced by stopping the run"
         )
-    if fmt.source == "fallback":
+    if template_source == "fallback":
         notes.append("chat format unknown from the file name: using ChatML (set chat_template)")
-    init = model.init_sampling
-    return {
-        "backend": "rkllm",
-        "backend_version": rt.version,
-        "runtime": {
-            "library": rt.path,
-            "version": rt.version,
-            "version_source": rt.version_source,
-            "abi": rt.abi.name,
-            "host_abi": host_abi(),
-            "struct_sizes": sizes,
-            "driver_version": facts.get("driver_version"),
-            "platform": facts.get("platform"),
-            "supported": SUPPORTED,
-            "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
-        },
-        "n_ctx": model.n_ctx,
-        "n_ctx_train": facts.get("max_context_limit"),
-        "max_context_limit": facts.get("max_context_limit"),
-        "npu_cores": cores,
-        "toolkit_version": facts.get("toolkit_version"),
-        "target_platform": facts.get("target_platform"),
-        "model_dtype": facts.get("model_dtype"),
-        "threads": threads,
-        "cpu_mask": hex(cpu_mask(threads, os.cpu_count() or threads)),
-        "chat_template": fmt.text if fmt.text is not None else fmt.family,
-        "chat_template_source": fmt.source,
-        "chat_template_family": fmt.family,
-        "reasoning_starts_open": fmt.opens_reasoning(),
-        "sampling": "per-request" if per_run else "init-time",
-        "init_sampling": {
-            "temperature": init.temperature,
-            "top_p": init.top_p,
-            "top_k": init.top_k,
-            "repeat_penalty": init.repeat_penalty,
-        },
-        "kv_reuse": True,
-        "embeddings": "last hidden layer, mean-pooled, L2-normalised",
-        "notes": notes,
-        "init_log": model.native.init_log[-20:],
-    }
+    return tuple(notes)

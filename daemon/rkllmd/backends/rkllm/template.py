@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import GenerationFailed, LoadFailed
-from ..base import ChatMessage
+from ...requests import ChatMessage
 
 Renderer = Callable[[Sequence[ChatMessage], Sequence[dict[str, Any]], bool | None], str]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.downloads.conftest import GGUF, REPO_ID, StartDaemon, pull
-from tests.downloads.hubstub import HubStub, Repo
+from tests.store.conftest import GGUF, REPO_ID, StartDaemon, pull
+from tests.store.hubstub import HubStub, Repo
 
 STEM = GGUF.removesuffix(".gguf")
 

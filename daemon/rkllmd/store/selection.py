@@ -18,9 +18,9 @@ import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .errors import ChooseModelFile, InvalidParams, ModelNotFound
+from ..catalog.scan import MODEL_EXTENSIONS
+from ..errors import ChooseModelFile, InvalidParams, ModelNotFound
 from .hub import Listing, RepoFile
-from .modelscan import MODEL_EXTENSIONS
 
 MAX_PATTERNS = 64
 MAX_PATTERN_LENGTH = 256

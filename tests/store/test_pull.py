@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.downloads.conftest import GGUF, REPO_ID, hub_env, pull, tree
-from tests.downloads.hubstub import HubStub, Repo, new_commit
 from tests.helpers import RpcError, chat_params, model_source
+from tests.store.conftest import GGUF, REPO_ID, hub_env, pull, tree
+from tests.store.hubstub import HubStub, Repo, new_commit
 
 MANIFEST = ".rkllmd-pull.json"
 STEM = GGUF.removesuffix(".gguf")
@@ -49,7 +49,7 @@ def test_pull_publishes_a_loadable_model_with_metadata(store_daemon, smol_repo: 
     model = listed[STEM]
     assert model["type"] == "chat" and model["context_length"] == 8192
     assert model["source"]["repo"] == REPO_ID and model["source"]["commit"] == smol_repo.commit
-    assert model["source"]["downloaded_at"].endswith("Z")
+    assert model["source"]["pulled_at"].endswith("Z")
 
     store_daemon.call("load", model=STEM)
     reply = store_daemon.call("chat", **chat_params(max_tokens=4))

@@ -9,14 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
+from rkllmd.catalog.manifest import Manifest, ModelRecord, is_safe_relpath, write_manifest
+from rkllmd.catalog.registry import ModelRegistry
 from rkllmd.config import HubSection
 from rkllmd.errors import AmbiguousModel, ChooseModelFile, HubUnauthorized, InvalidModelName
-from rkllmd.hub import Listing, RepoFile, check_repo_id, read_token
-from rkllmd.manifest import Manifest, ModelRecord, is_safe_relpath, write_manifest
-from rkllmd.registry import ModelRegistry
-from rkllmd.removal import remove_model
-from rkllmd.selection import select
-from rkllmd.staging import cleanup_staging
+from rkllmd.store.hub import Listing, RepoFile, check_repo_id, read_token
+from rkllmd.store.removal import remove_model
+from rkllmd.store.selection import select
+from rkllmd.store.staging import cleanup_staging
 
 TECH = ("config.json", "tokenizer.json")
 
@@ -123,21 +123,21 @@ async def test_metadata_precedence(tmp_path: Path) -> None:
     (repo_dir / "meta.json").write_text('{"name": "Hub name", "context_length": 1024}')
     reg = ModelRegistry(tmp_path, settle_seconds=0.05)
     await reg.scan()
-    meta = reg.entries()[0].to_dict()
-    assert (meta["name"], meta["type"], meta["context_length"]) == ("Hub name", "embedding", 1024)
-    assert meta["source"]["commit"] == "c" * 40 and meta["aliases"] == []
+    meta = reg.entries()[0].meta
+    assert (meta.name, meta.type, meta.context_length) == ("Hub name", "embedding", 1024)
+    assert meta.source is not None and meta.source.commit == "c" * 40 and meta.aliases == ()
 
     (repo_dir / "m.rkllmd.json").write_text(
         '{"name": "Mine", "type": "chat", "aliases": ["x", "bad/alias", "..", 5]}'
     )
     await reg.scan()
-    meta = reg.entries()[0].to_dict()
-    assert (meta["name"], meta["type"], meta["context_length"]) == ("Mine", "chat", 1024)
-    assert meta["aliases"] == ["x"] and reg.resolve("X").id == "m"
+    meta = reg.entries()[0].meta
+    assert (meta.name, meta.type, meta.context_length) == ("Mine", "chat", 1024)
+    assert meta.aliases == ("x",) and reg.resolve("X").id == "m"
 
     (repo_dir / "m.rkllmd.json").write_text("[broken")
     await reg.scan()
-    assert reg.entries()[0].to_dict()["name"] == "Hub name"  # a bad sidecar is ignored
+    assert reg.entries()[0].meta.name == "Hub name"  # a bad sidecar is ignored
 
 
 async def test_flat_models_dir_ignores_hub_files_and_ambiguous_aliases(tmp_path: Path) -> None:

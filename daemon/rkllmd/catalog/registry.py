@@ -19,14 +19,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import watchfiles
 
-from rkllmd import modelscan
-from rkllmd.errors import AmbiguousModel, InvalidModelName, ModelNotFound
-from rkllmd.metadata import NO_META, ModelMeta
-from rkllmd.modelscan import CONTROL, DRIVE, TEMP_SUFFIXES, Seen, Walk
+from ..errors import AmbiguousModel, InvalidModelName, ModelNotFound
+from . import scan
+from .metadata import NO_META, ModelMeta
+from .scan import CONTROL, DRIVE, TEMP_SUFFIXES, Seen, Walk
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +53,11 @@ class ModelEntry:
     mtime: float
     meta: ModelMeta = NO_META  # see metadata.py: sidecar, Hub files, pull manifest
 
-    def to_dict(self) -> dict[str, Any]:
-        modified = datetime.fromtimestamp(self.mtime, UTC).isoformat(timespec="seconds")
-        return {
-            "id": self.id,
-            "file": self.relpath,
-            "format": self.format,
-            "size_bytes": self.size_bytes,
-            "modified": modified.replace("+00:00", "Z"),
-            **self.meta.to_dict(),
-        }
+    @property
+    def modified(self) -> str:
+        """The file's modification time, ISO 8601 in UTC to the second."""
+        moment = datetime.fromtimestamp(self.mtime, UTC).isoformat(timespec="seconds")
+        return moment.replace("+00:00", "Z")
 
 
 # --- the filesystem walk (runs in a worker thread) ---------------------------------
@@ -287,7 +282,7 @@ class ModelRegistry:
                 return  # another caller's scan began after our request: nothing to add
             self._scans_started += 1
             number = self._scans_started
-            walk = await asyncio.to_thread(modelscan.walk, self._dir)
+            walk = await asyncio.to_thread(scan.walk, self._dir)
             self._apply(walk)
             self._last_finished = number
 

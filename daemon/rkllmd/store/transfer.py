@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from . import __version__
-from .errors import ChecksumMismatch, InsufficientStorage
+from .. import __version__
+from ..errors import ChecksumMismatch, InsufficientStorage
 from .hub import (
     CHUNK_BYTES,
     Cancelled,

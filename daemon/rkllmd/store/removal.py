@@ -18,8 +18,7 @@ import logging
 import os
 from pathlib import Path
 
-from .errors import InvalidModelName
-from .manifest import (
+from ..catalog.manifest import (
     MANIFEST_NAME,
     InvalidManifest,
     Manifest,
@@ -28,7 +27,8 @@ from .manifest import (
     repo_dir_of,
     write_manifest,
 )
-from .metadata import SIDECAR_SUFFIX
+from ..catalog.metadata import SIDECAR_SUFFIX
+from ..errors import InvalidModelName
 from .staging import discard, staging_root
 
 logger = logging.getLogger(__name__)

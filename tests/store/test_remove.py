@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.downloads.conftest import GGUF, REPO_ID, hub_env, pull, tree
-from tests.downloads.hubstub import Fault, HubStub, Repo
 from tests.helpers import (
     MODEL_FILE,
     MODEL_ID,
@@ -18,6 +16,8 @@ from tests.helpers import (
     short_tempdir,
     wait_for,
 )
+from tests.store.conftest import GGUF, REPO_ID, hub_env, pull, tree
+from tests.store.hubstub import Fault, HubStub, Repo
 
 STEM = GGUF.removesuffix(".gguf")
 
@@ -155,7 +155,7 @@ def test_no_remove_while_the_repo_is_being_pulled(
 
     def downloading() -> bool:
         return any(
-            d.get("stage") == "downloading" for d in store_daemon.call("list").get("downloads", [])
+            d.get("stage") == "downloading" for d in store_daemon.call("list").get("pulls", [])
         )
 
     wait_for(downloading, 30, "the pull to start")

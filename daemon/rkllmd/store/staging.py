@@ -25,9 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DownloadFailed, InsufficientStorage
-from .hub import Listing, RepoFile
-from .manifest import (
+from ..catalog.manifest import (
     MANIFEST_NAME,
     STAGING_DIR,
     FileRecord,
@@ -41,6 +39,8 @@ from .manifest import (
     utc_now,
     write_manifest,
 )
+from ..errors import InsufficientStorage, PullFailed
+from .hub import Listing, RepoFile
 from .selection import Selection
 from .transfer import expected_digest, hash_file
 
@@ -91,7 +91,7 @@ def safe_mkdirs(base: Path, rel: str) -> Path:
             fsync_dir(current.parent)
             continue
         if not current.is_dir() or current.is_symlink():
-            raise DownloadFailed(f"{rel} exists in the models directory and is not a folder")
+            raise PullFailed(f"{rel} exists in the models directory and is not a folder")
     return current
 
 

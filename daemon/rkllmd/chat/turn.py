@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from .backends.base import ChatMessage, GenerateRequest, Sampling
-from .chatparse import Delta, OutputParser, ToolCall
+from ..requests import ChatMessage, GenerateRequest
+from ..wire import SamplingFields, to_sampling
+from .parse import Delta, OutputParser, ToolCall
 
 # OpenAI's newer name for the system turn; chat templates know only "system".
 ROLES = {"developer": "system"}
@@ -27,27 +28,25 @@ class WireMessage(Protocol):
     def text(self) -> str: ...
 
 
-class WireChat(Protocol):
-    """A validated chat body: messages, tools, and the fields ``Sampling`` reads."""
-
-    @property
-    def messages(self) -> Sequence[WireMessage]: ...
-    @property
-    def tools(self) -> list[dict[str, Any]] | None: ...
-
-
 def to_message(message: WireMessage) -> ChatMessage:
     role = ROLES.get(message.role, message.role)
     return ChatMessage(role, message.text(), tuple(message.tool_calls or ()), message.tool_call_id)
 
 
 def generate_request(
-    body: WireChat, *, max_tokens: int | None, default_max: int, enable_thinking: bool | None
+    body: SamplingFields,
+    messages: Sequence[WireMessage],
+    *,
+    tools: Sequence[dict[str, Any]] | None,
+    max_tokens: int | None,
+    default_max: int,
+    enable_thinking: bool | None,
 ) -> GenerateRequest:
+    """A chat body's turn: its messages and tools, sampled as its fields say."""
     return GenerateRequest(
-        messages=tuple(to_message(m) for m in body.messages),
-        sampling=Sampling.from_request(body, max_tokens, default_max),
-        tools=tuple(body.tools or ()),
+        messages=tuple(to_message(m) for m in messages),
+        sampling=to_sampling(body, max_tokens, default_max),
+        tools=tuple(tools or ()),
         enable_thinking=enable_thinking,
     )
 

@@ -57,15 +57,6 @@ class Source:
     pulled_at: str
     total_bytes: int  # the model file and the technical files that came with it
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "repo": self.repo,
-            "revision": self.revision,
-            "commit": self.commit,
-            "downloaded_at": self.pulled_at,
-            "total_bytes": self.total_bytes,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class ModelMeta:
@@ -76,17 +67,6 @@ class ModelMeta:
     aliases: tuple[str, ...] = ()
     sampling: tuple[tuple[str, float], ...] = ()
     source: Source | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "type": self.type,
-            "context_length": self.context_length,
-            "aliases": list(self.aliases),
-            "sampling": dict(self.sampling),
-            "source": self.source.to_dict() if self.source else None,
-        }
 
 
 NO_META = ModelMeta()

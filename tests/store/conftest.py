@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.downloads.hubstub import HubStub, Repo
 from tests.helpers import DaemonProcess, model_source
+from tests.store.hubstub import HubStub, Repo
 
 REPO_ID = "test-org/SmolLM2-135M-Instruct-GGUF"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

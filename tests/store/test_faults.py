@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.downloads.conftest import GGUF, REPO_ID, hub_env, pull, tree
-from tests.downloads.hubstub import Fault, HubStub, Repo
 from tests.helpers import (
     MODEL_FILE,
     MODEL_ID,
@@ -27,6 +25,8 @@ from tests.helpers import (
     short_tempdir,
     wait_for,
 )
+from tests.store.conftest import GGUF, REPO_ID, hub_env, pull, tree
+from tests.store.hubstub import Fault, HubStub, Repo
 
 STEM = GGUF.removesuffix(".gguf")
 MiB = 1024 * 1024
@@ -165,8 +165,8 @@ def test_killed_daemon_resumes_after_restart(
     listing = second.call("list")
     assert listing["models"] == []  # nothing partial is ever listed
     assert not (models_dir / "test-org").exists()
-    assert [d["state"] for d in listing["downloads"]] == ["resumable"]
-    assert listing["downloads"][0]["bytes"] >= left
+    assert [d["state"] for d in listing["pulls"]] == ["resumable"]
+    assert listing["pulls"][0]["bytes"] >= left
 
     smol_repo.faults.clear()
     before = len(hub.gets(GGUF))
@@ -176,7 +176,7 @@ def test_killed_daemon_resumes_after_restart(
     assert len(resumed) == 1 and int(resumed[0][2].removeprefix("bytes=").rstrip("-")) >= left
     assert sha256(models_dir / REPO_ID / GGUF) == sha256(model_source())
     assert staged_files(models_dir) == set()
-    assert second.call("list")["downloads"] == []
+    assert second.call("list")["pulls"] == []
 
 
 def test_client_going_away_cancels_and_a_new_pull_resumes(

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rkllmd.metadata import ModelMeta
-from rkllmd.metadata import collect as collect_metadata
+from .metadata import ModelMeta
+from .metadata import collect as collect_metadata
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from .errors import Aborted, RkllmdError
+from ..errors import Aborted, RkllmdError
 from .hub import Cancelled, RepoFile
 from .staging import Plan
 from .transfer import FileProgress

@@ -12,41 +12,87 @@ import base64
 import struct
 import time
 import uuid
-from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
+from pydantic import Field, StrictBool, field_validator
 
-from ..backends.base import GenerateRequest
-from ..backends.base import Sampling as DomainSampling
-from ..chatparse import Delta
-from ..chatturn import ChatReply, generate_request
-from . import schemas as s
-from .edge import read_body
-from .services import services
-from .sse import EventStream
-from .streaming import Run, generation, streamed
+from ...chat.parse import Delta
+from ...chat.turn import ChatReply, generate_request
+from ...requests import GenerateRequest, Usage
+from ...wire import NUMBER, EmbedInput, to_sampling
+from ..cards import model_card
+from ..edge import read_body
+from ..routing import Route
+from ..schemas import Body, ChatMessageIn, ModelName, NotSupported, Sampling
+from ..services import services
+from ..sse import EventStream
+from ..streaming import Run, generation, streamed
+
+# --- request bodies ----------------------------------------------------------------
 
 
-def chat_request(body: s.ChatCompletionRequest, default_max: int) -> GenerateRequest:
+class ChatCompletionRequest(Sampling):
+    model: ModelName | None = None
+    messages: Annotated[list[ChatMessageIn], Field(min_length=1, max_length=4096)]
+    max_completion_tokens: Annotated[int, Field(ge=1, le=1_048_576), NUMBER] | None = None
+    tools: Annotated[list[dict[str, Any]], Field(max_length=128)] | None = None
+    tool_choice: Any = None
+    enable_thinking: StrictBool | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+    @field_validator("response_format")
+    @classmethod
+    def _plain_text(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type", "text") != "text":
+            raise ValueError("only response_format type 'text' is supported")
+        return value
+
+
+class CompletionRequest(Sampling):
+    model: ModelName | None = None
+    prompt: (
+        Annotated[str, Field(max_length=4_194_304)]
+        | Annotated[list[str], Field(min_length=1, max_length=1)]
+    )
+    echo: NotSupported = False
+    suffix: None = Field(None, description="not supported")
+
+    def text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+
+class EmbeddingRequest(Body):
+    model: ModelName | None = None
+    input: EmbedInput
+    encoding_format: Literal["float", "base64"] = "float"
+
+
+# --- requests and answers ----------------------------------------------------------
+
+
+def chat_request(body: ChatCompletionRequest, default_max: int) -> GenerateRequest:
     thinking = body.enable_thinking
     if thinking is None and body.chat_template_kwargs:
         flag = body.chat_template_kwargs.get("enable_thinking")
         thinking = flag if isinstance(flag, bool) else None
     return generate_request(
         body,
+        body.messages,
+        tools=body.tools,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         default_max=default_max,
         enable_thinking=thinking,
     )
 
 
-def usage_body(usage: dict[str, int]) -> dict[str, Any]:
+def usage_body(usage: Usage) -> dict[str, Any]:
     return {
-        "prompt_tokens": usage["prompt_tokens"],
-        "completion_tokens": usage["completion_tokens"],
-        "total_tokens": usage["total_tokens"],
-        "prompt_tokens_details": {"cached_tokens": usage.get("cached_tokens", 0)},
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
     }
 
 
@@ -76,11 +122,12 @@ def _chunk(answer: Answer, delta: dict[str, Any], finish: str | None = None) -> 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     svc = services(request)
-    config = svc.config()
-    body = await read_body(request, s.ChatCompletionRequest, config.http)
+    config = svc.config.current
+    body = await read_body(request, ChatCompletionRequest, config.http)
     generate = chat_request(body, config.generation.default_max_tokens)
     async with generation(svc.manager, config.http, generate, body.model) as run:
-        opens = bool(svc.manager.prop("reasoning_starts_open"))
+        props = svc.manager.resident_props()
+        opens = bool(props and props.reasoning_starts_open)
         reply = ChatReply(tools=bool(body.tools), starts_in_reasoning=opens)
         if not body.stream:
             return await _chat_whole(run, reply)
@@ -124,11 +171,9 @@ async def _chat_whole(run: Run, reply: ChatReply) -> web.Response:
 
 async def completions(request: web.Request) -> web.StreamResponse:
     svc = services(request)
-    config = svc.config()
-    body = await read_body(request, s.CompletionRequest, config.http)
-    sampling = DomainSampling.from_request(
-        body, body.max_tokens, config.generation.default_max_tokens
-    )
+    config = svc.config.current
+    body = await read_body(request, CompletionRequest, config.http)
+    sampling = to_sampling(body, body.max_tokens, config.generation.default_max_tokens)
     generate = GenerateRequest(prompt=body.text(), sampling=sampling)
     async with generation(svc.manager, config.http, generate, body.model) as run:
         answer = Answer("cmpl-", "text_completion", run.model_id)
@@ -153,18 +198,19 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def embeddings(request: web.Request) -> web.Response:
     svc = services(request)
-    body = await read_body(request, s.EmbeddingRequest, svc.config().http)
+    body = await read_body(request, EmbeddingRequest, svc.config.current.http)
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
-    model_id, vectors, tokens = await svc.manager.embed(texts, body.model)
+    result = await svc.manager.embed(texts, body.model)
     data = [
         {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
-        for i, v in enumerate(vectors)
+        for i, v in enumerate(result.vectors)
     ]
+    tokens = result.prompt_tokens
     return web.json_response(
         {
             "object": "list",
             "data": data,
-            "model": model_id,
+            "model": result.model_id,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
     )
@@ -179,36 +225,11 @@ def _encode(vector: list[float], encoding: str) -> list[float] | str:
 # --- models ------------------------------------------------------------------------
 
 
-def model_card(entry: dict[str, Any], props: dict[str, Any] | None = None) -> dict[str, Any]:
-    meta = entry.get("metadata") or {}
-    context = meta.get("context_length") or (props or {}).get("n_ctx")
-    created = entry.get("modified")
-    return {
-        "id": entry["id"],
-        "object": "model",
-        "created": _epoch(created),
-        "owned_by": "rkllmd",
-        "name": meta.get("name") or entry["id"],
-        "description": meta.get("description") or "",
-        "contextLength": context,
-        "type": meta.get("type") or "chat",
-        "format": entry["format"],
-        "size_bytes": entry["size_bytes"],
-        "loaded": entry["loaded"],
-    }
-
-
-def _epoch(iso: str | None) -> int:
-    if not iso:
-        return 0
-    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
-
-
 async def list_models(request: web.Request) -> web.Response:
     manager = services(request).manager
     wanted = request.query.get("type")
-    resident = manager.props()
-    cards = [model_card(m, resident if m["loaded"] else None) for m in manager.list_models()]
+    resident = manager.resident_props()
+    cards = [model_card(v, resident if v.loaded else None) for v in manager.list_models()]
     if wanted:
         cards = [c for c in cards if c["type"] == wanted]
     return web.json_response({"object": "list", "data": cards})
@@ -216,4 +237,19 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def get_model(request: web.Request) -> web.Response:
     shown = services(request).manager.show(request.match_info["model_id"])
-    return web.json_response(model_card(shown, shown.get("props")))
+    return web.json_response(model_card(shown, shown.props))
+
+
+ROUTES = (
+    Route("GET", "/v1/models", list_models, "OpenAI model list (?type=chat filters)"),
+    Route("GET", "/v1/models/{model_id:.+}", get_model, "OpenAI: one model"),
+    Route(
+        "POST",
+        "/v1/chat/completions",
+        chat_completions,
+        "OpenAI chat (JSON or SSE)",
+        ChatCompletionRequest,
+    ),
+    Route("POST", "/v1/completions", completions, "OpenAI text completion", CompletionRequest),
+    Route("POST", "/v1/embeddings", embeddings, "OpenAI embeddings", EmbeddingRequest),
+)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import openai
 
-from tests.downloads.conftest import GGUF, REPO_ID
-from tests.downloads.hubstub import Repo
+from tests.store.conftest import GGUF, REPO_ID
+from tests.store.hubstub import Repo
 
 STEM = GGUF.removesuffix(".gguf")
 

@@ -19,18 +19,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from . import __version__
-from .config import HubSection
-from .errors import (
+from .. import __version__
+from ..catalog.manifest import is_safe_relpath
+from ..config import HubSection
+from ..errors import (
     Aborted,
-    DownloadFailed,
     HubUnauthorized,
     HubUnreachable,
     InvalidListing,
     InvalidParams,
+    PullFailed,
     RepoNotFound,
 )
-from .manifest import is_safe_relpath
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _status(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
-def translate(exc: BaseException, repo: str, endpoint: str) -> DownloadFailed | None:
+def translate(exc: BaseException, repo: str, endpoint: str) -> PullFailed | None:
     """The RkllmdError for a huggingface_hub / httpx failure, None if not one of those."""
     import httpx2
     from huggingface_hub import errors as hf
@@ -151,7 +151,7 @@ def translate(exc: BaseException, repo: str, endpoint: str) -> DownloadFailed | 
     if status is not None and (status >= 500 or status in (408, 429)):
         return TransientHubError(f"the Hub answered HTTP {status}")
     if status is not None:
-        return DownloadFailed(f"the Hub answered HTTP {status} for {repo}")
+        return PullFailed(f"the Hub answered HTTP {status} for {repo}")
     return None
 
 
@@ -159,7 +159,7 @@ def translate(exc: BaseException, repo: str, endpoint: str) -> DownloadFailed | 
 def hub_errors(repo: str, endpoint: str) -> Iterator[None]:
     try:
         yield
-    except DownloadFailed:
+    except PullFailed:
         raise
     except Exception as exc:
         mapped = translate(exc, repo, endpoint)

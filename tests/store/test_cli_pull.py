@@ -9,9 +9,9 @@ from pathlib import Path
 from rkllmctl.__main__ import run
 from rkllmctl.pulling import PullView, pull_summary, render_event
 
-from tests.downloads.conftest import GGUF, REPO_ID, tree
-from tests.downloads.hubstub import HubStub
 from tests.helpers import MODEL_ID, DaemonProcess
+from tests.store.conftest import GGUF, REPO_ID, tree
+from tests.store.hubstub import HubStub
 
 STEM = GGUF.removesuffix(".gguf")
 

@@ -12,7 +12,7 @@ Async API (for the RPC methods and the HTTP routes):
         result = await job.result()        # dict, or raises the job's RkllmdError
     store.cancel(job_id)                   # any job; leaving the `async with` early
                                            # cancels it too when nobody else follows it
-    await store.downloads()                # running and resumable pulls
+    await store.pulls()                # running and resumable pulls
     await store.remove("model name", force=False) / await store.remove_all(force=False)
 
 A second ``pull`` of a repo that is already being pulled with the same request joins
@@ -26,19 +26,20 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..catalog.manifest import is_safe_relpath, repo_dir_of
+from ..catalog.registry import ModelEntry, ModelRegistry
+from ..config import LiveConfig
+from ..errors import InsufficientStorage, InvalidParams, ModelInUse, RkllmdError
+from ..manager import ModelManager
+from ..views import State
 from . import hub, removal, staging, transfer
-from .config import HubSection
-from .errors import InsufficientStorage, InvalidParams, ModelInUse, RkllmdError
-from .jobs import PullJob
-from .manager import ModelManager
-from .manifest import is_safe_relpath, repo_dir_of
-from .registry import ModelEntry, ModelRegistry
+from .job import PullJob
 from .selection import check_patterns, select
 
 logger = logging.getLogger(__name__)
@@ -72,12 +73,12 @@ class ModelStore:
         models_dir: Path,
         registry: ModelRegistry,
         manager: ModelManager,
-        hub_config: Callable[[], HubSection],
+        config: LiveConfig,
     ) -> None:
         self._dir = Path(models_dir)
         self._registry = registry
         self._manager = manager
-        self._hub_config = hub_config
+        self._config = config
         self._jobs: dict[str, PullJob] = {}  # by repo, running only
         self._resumable: dict[str, dict[str, Any]] = {}  # by repo: parts left in staging
 
@@ -85,7 +86,7 @@ class ModelStore:
 
     async def start(self) -> None:
         """Remove orphaned staging (kept: recent, resumable parts of known pulls)."""
-        keep = self._hub_config().keep_partial_hours * 3600
+        keep = self._config.current.hub.keep_partial_hours * 3600
         try:
             kept = await asyncio.to_thread(staging.cleanup_staging, self._dir, keep)
         except OSError as exc:
@@ -139,7 +140,7 @@ class ModelStore:
     def job(self, job_id: str) -> PullJob | None:
         return next((j for j in self._jobs.values() if j.id == job_id), None)
 
-    async def downloads(self) -> list[dict[str, Any]]:
+    async def pulls(self) -> list[dict[str, Any]]:
         """Running pulls (their latest event) and interrupted ones (kept in memory)."""
         running = [job.snapshot() for job in self._jobs.values()]
         idle = [v for repo, v in sorted(self._resumable.items()) if repo not in self._jobs]
@@ -157,7 +158,7 @@ class ModelStore:
 
     async def _pull(self, job: PullJob) -> dict[str, Any]:
         request: PullRequest = job.request
-        cfg = self._hub_config()
+        cfg = self._config.current.hub
         token = request.token or await asyncio.to_thread(hub.read_token, cfg)
         settings = hub.HubSettings(cfg.endpoint, token, cfg.timeout_seconds, cfg.retries)
         job.set_stage("resolving", f"looking up {request.repo}")
@@ -250,7 +251,7 @@ class ModelStore:
     async def _free(self, entries: list[ModelEntry], force: bool) -> None:
         # The model the worker holds, or is loading or unloading; a failed one is free.
         status = self._manager.status()
-        busy = status["model"] if status["state"] not in ("idle", "failed") else None
+        busy = status.model if status.state not in (State.IDLE, State.FAILED) else None
         resident = busy if busy in {e.id for e in entries} else None
         if resident is None:
             return

@@ -1,0 +1,74 @@
+"""The OpenAPI document, generated from the route table so it cannot drift."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from .. import __version__
+from . import schemas as s
+from .routing import Route
+
+
+def openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
+    bodies = sorted({r.body for r in routes if r.body is not None}, key=lambda m: m.__name__)
+    _, defs = models_json_schema(
+        [(m, "validation") for m in bodies], ref_template="#/components/schemas/{model}"
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        op: dict[str, Any] = {"summary": route.summary, "responses": _responses()}
+        if route.body is not None:
+            ref = {"$ref": f"#/components/schemas/{route.body.__name__}"}
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref}}}
+        path = route.path.replace("{model_id:.+}", "{model_id}")
+        if "{model_id}" in path:
+            op["parameters"] = [
+                {
+                    "name": "model_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 255,
+                        "pattern": s.MODEL_NAME_PATTERN,
+                    },
+                }
+            ]
+        paths.setdefault(path, {})[route.method.lower()] = op
+    paths["/openapi.json"] = {"get": {"summary": "This document", "responses": _responses()}}
+    paths["/docs"] = {"get": {"summary": "Human-readable API reference", "responses": _responses()}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "rkllmd HTTP API", "version": __version__},
+        "paths": paths,
+        "components": {"schemas": {**defs.get("$defs", {}), "Error": _ERROR_SCHEMA}},
+    }
+
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": "string"},
+            },
+            "required": ["message", "type", "code"],
+        }
+    },
+}
+
+
+def _responses() -> dict[str, Any]:
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "200": {"description": "OK"},
+        "4XX": {"description": "Client error", **error},
+        "5XX": {"description": "Server error", **error},
+    }

@@ -1,0 +1,184 @@
+"""The domain's request and event types: what every layer hands to the next.
+
+Plain frozen dataclasses with no transport concerns: the HTTP and RPC skins build
+them from their wire schemas, the manager queues them, and they cross the worker
+pipe as JSON (``to_dict``/``from_dict``), where the backends consume them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+def _without_none(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """What one load asks for; ``None`` means "the backend's configured default"."""
+
+    ctx_size: int | None = None
+    threads: int | None = None
+    batch_size: int | None = None
+    chat_template: str | None = None
+    # RKLLM: NPU cores are fixed when a model is converted; a request for them is
+    # reported in the model's props, not applied.
+    npu_cores: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _without_none(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoadOptions:
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True, slots=True)
+class BackendDefaults:
+    """The configured defaults of one backend (``[llamacpp]`` or ``[rkllm]``)."""
+
+    ctx_size: int | None = None
+    threads: int | None = None
+    batch_size: int | None = None
+    chat_template: str | None = None
+    # RKLLM runtime selection: the library to open and its version when the
+    # library does not say.
+    library: str | None = None
+    runtime_version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _without_none(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackendDefaults:
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    max_tokens: int = 1024
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    # Keep generating past end-of-sequence until max_tokens (benchmarks, tests);
+    # backends whose runtime cannot do this ignore it and say so in their props.
+    ignore_eos: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Sampling:
+        values = dict(data)
+        values["stop"] = tuple(values.get("stop") or ())
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str
+    content: str
+    # OpenAI ``tool_calls`` of an assistant turn ({"id", "type", "function": {"name",
+    # "arguments"}}) and the ``tool_call_id`` a tool result answers.
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    tool_call_id: str | None = None
+
+    def to_template(self) -> dict[str, Any]:
+        """The message as chat templates expect it."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = list(self.tool_calls)
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChatMessage:
+        return cls(
+            role=data["role"],
+            content=data.get("content") or "",
+            tool_calls=tuple(data.get("tool_calls") or ()),
+            tool_call_id=data.get("tool_call_id"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    """A chat conversation to continue, or a raw prompt when ``prompt`` is set.
+
+    ``tools`` are OpenAI function-tool definitions handed to the chat template
+    (or the runtime's tool API); ``enable_thinking`` toggles reasoning output in
+    templates that support it. Parsing tool calls and reasoning out of the text
+    happens daemon-side, the same for every backend.
+    """
+
+    messages: tuple[ChatMessage, ...] = ()
+    prompt: str | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+    tools: tuple[dict[str, Any], ...] = ()
+    enable_thinking: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerateRequest:
+        return cls(
+            messages=tuple(ChatMessage.from_dict(m) for m in data.get("messages") or ()),
+            prompt=data.get("prompt"),
+            sampling=Sampling.from_dict(data.get("sampling") or {}),
+            tools=tuple(data.get("tools") or ()),
+            enable_thinking=data.get("enable_thinking"),
+        )
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "cached_tokens": self.cached_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Usage:
+        return cls(
+            prompt_tokens=int(data.get("prompt_tokens", 0)),
+            completion_tokens=int(data.get("completion_tokens", 0)),
+            cached_tokens=int(data.get("cached_tokens", 0)),
+        )
+
+
+# --- what a generation streams back ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DoneEvent:
+    finish_reason: FinishReason
+    usage: Usage
+    perf: dict[str, float] | None = None  # runtime figures (RKLLM), when there are any
+
+
+GenerationEvent = TokenEvent | DoneEvent

@@ -1,0 +1,65 @@
+"""The JSON shapes of the control protocol: the manager's typed views, rendered once.
+
+docs/control-protocol.md documents these objects; rkllmctl reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from ..catalog.metadata import ModelMeta
+from ..catalog.registry import ModelEntry
+from ..views import ModelView, Status
+
+
+def status(st: Status) -> dict[str, Any]:
+    r = st.resident
+    return {
+        "state": st.state.value,
+        "model": st.model,
+        "format": r.entry.format if r else None,
+        "reason": st.reason,
+        "queue": {"waiting": st.queue.waiting, "max": st.queue.max},
+        "worker_pid": r.worker_pid if r else None,
+        "loaded_at": r.loaded_at.isoformat() if r else None,
+        "options": r.options.to_dict() if r else {},
+        "pinned": bool(r and r.pinned),
+        "uptime_s": st.uptime_s,
+        "counters": dict(st.counters),
+        "version": st.version,
+        # Native runtime facts of the resident model (RKLLM: library, version, driver).
+        "runtime": r.props.runtime if r else None,
+    }
+
+
+def meta(m: ModelMeta) -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "description": m.description,
+        "type": m.type,
+        "context_length": m.context_length,
+        "aliases": list(m.aliases),
+        "sampling": dict(m.sampling),
+        "source": asdict(m.source) if m.source else None,
+    }
+
+
+def entry(e: ModelEntry) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "file": e.relpath,
+        "format": e.format,
+        "size_bytes": e.size_bytes,
+        "modified": e.modified,
+        **meta(e.meta),
+    }
+
+
+def model(view: ModelView) -> dict[str, Any]:
+    return {**entry(view.entry), "loaded": view.loaded}
+
+
+def shown(view: ModelView) -> dict[str, Any]:
+    props = view.props.to_dict() if view.props else {}
+    return {**model(view), "props": props}

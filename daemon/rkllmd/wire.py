@@ -1,0 +1,74 @@
+"""Wire-schema pieces both skins share: the sampling fields and the embedding input.
+
+The control socket (strict: an admin typo must fail) and the HTTP API (lenient about
+unknown fields, as OpenAI clients send extras) differ in their model config, not in
+what a sampling field means or which range it has: both inherit these fields, and
+``to_sampling`` is the one mapping from them to the domain's ``Sampling``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, Field, StrictBool
+
+from .requests import Sampling
+
+
+def _json_number(value: Any) -> Any:
+    """JSON Schema says "5" and true are not numbers; pydantic's lax mode would take them."""
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+NUMBER = BeforeValidator(_json_number)  # after Field(...), or the schema loses its bounds
+
+StopField = (
+    Annotated[str, Field(min_length=1, max_length=256)]
+    | Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=16)]
+    | None
+)
+
+# An empty text has nothing to embed (llama.cpp fails on it): refused as OpenAI does.
+EmbedText = Annotated[str, Field(min_length=1, max_length=1_048_576)]
+EmbedInput = EmbedText | Annotated[list[EmbedText], Field(min_length=1, max_length=256)]
+
+
+class SamplingFields(BaseModel):
+    max_tokens: Annotated[int, Field(ge=1, le=1_048_576), NUMBER] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0), NUMBER] = 0.8
+    top_p: Annotated[float, Field(ge=0.0, le=1.0), NUMBER] = 0.95
+    top_k: Annotated[int, Field(ge=0, le=1000), NUMBER] = 40
+    min_p: Annotated[float, Field(ge=0.0, le=1.0), NUMBER] = 0.05
+    repeat_penalty: Annotated[float, Field(gt=0.0, le=10.0), NUMBER] = 1.0
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0), NUMBER] = 0.0
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0), NUMBER] = 0.0
+    # -1 is "random" as in llama.cpp; any other value wraps to the runtimes' 32 bits.
+    seed: Annotated[int, Field(ge=-(2**63), le=2**64 - 1), NUMBER] | None = None
+    stop: StopField = None
+    # Generate to max_tokens past end-of-sequence (as in vLLM/llama.cpp; benchmarks).
+    ignore_eos: StrictBool = False
+
+
+def to_sampling(fields: SamplingFields, max_tokens: int | None, default_max: int) -> Sampling:
+    """The domain's sampling settings from validated wire fields.
+
+    ``max_tokens`` is passed apart because dialects name it differently
+    (``max_completion_tokens``, ``num_predict``, ``maxTokens``).
+    """
+    stop = fields.stop
+    seed = fields.seed
+    return Sampling(
+        max_tokens=max_tokens or default_max,
+        temperature=fields.temperature,
+        top_p=fields.top_p,
+        top_k=fields.top_k,
+        min_p=fields.min_p,
+        repeat_penalty=fields.repeat_penalty,
+        presence_penalty=fields.presence_penalty,
+        frequency_penalty=fields.frequency_penalty,
+        seed=None if seed is None or seed == -1 else seed % 2**32,
+        stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
+        ignore_eos=fields.ignore_eos,
+    )
