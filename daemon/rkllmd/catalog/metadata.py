@@ -77,6 +77,8 @@ class _Scan:
     """Caches for one registry walk."""
 
     root: Path
+    # Problems already logged, owned by the registry across scans: one line per file.
+    warned: set[str]
     manifests: dict[str, Manifest | None] = field(default_factory=dict)
     invalid: set[str] = field(default_factory=set)
     json_files: dict[Path, dict[str, Any] | None] = field(default_factory=dict)
@@ -87,41 +89,42 @@ class _Scan:
                 self.manifests[repo_rel] = read_manifest(self.root / repo_rel)
             except InvalidManifest as exc:
                 self.invalid.add(repo_rel)
-                _warn_once(f"manifest:{repo_rel}", "ignoring models in %r: %s", repo_rel, exc)
+                self.warn_once(f"manifest:{repo_rel}", "ignoring models in %r: %s", repo_rel, exc)
         return self.manifests.get(repo_rel)
 
     def json_object(self, path: Path) -> dict[str, Any] | None:
         if path not in self.json_files:
-            self.json_files[path] = _read_object(path)
+            self.json_files[path] = self._read_object(path)
         return self.json_files[path]
 
+    def warn_once(self, key: str, message: str, *args: Any) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            logger.warning(message, *args)
 
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str, *args: Any) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        logger.warning(message, *args)
-
-
-def _read_object(path: Path) -> dict[str, Any] | None:
-    try:
-        data = read_json(path)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        _warn_once(f"json:{path}", "ignoring metadata file %s: %s", path.name, exc)
-        return None
-    if not isinstance(data, dict):
-        _warn_once(f"json:{path}", "ignoring metadata file %s: not a JSON object", path.name)
-        return None
-    return data
+    def _read_object(self, path: Path) -> dict[str, Any] | None:
+        try:
+            data = read_json(path)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            self.warn_once(f"json:{path}", "ignoring metadata file %s: %s", path.name, exc)
+            return None
+        if not isinstance(data, dict):
+            self.warn_once(
+                f"json:{path}", "ignoring metadata file %s: not a JSON object", path.name
+            )
+            return None
+        return data
 
 
-def collect(root: Path, relpaths: Iterable[str]) -> tuple[set[str], dict[str, ModelMeta]]:
-    """Model files to hide (pending or under a bad manifest) and the metadata of the rest."""
-    scan = _Scan(root)
+def collect(
+    root: Path, relpaths: Iterable[str], warned: set[str]
+) -> tuple[set[str], dict[str, ModelMeta]]:
+    """Model files to hide (pending or under a bad manifest) and the metadata of the rest.
+
+    ``warned``: the caller's record of problems already logged (updated here)."""
+    scan = _Scan(root, warned)
     hidden: set[str] = set()
     metas: dict[str, ModelMeta] = {}
     for rel in relpaths:

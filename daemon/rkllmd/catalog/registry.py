@@ -221,6 +221,7 @@ class ModelRegistry:
         self._last_finished = 0
         self._missing = False
         self._warned: frozenset[str] = frozenset()
+        self._meta_warned: set[str] = set()  # only the scan thread touches it (one at a time)
         self._recheck: asyncio.TimerHandle | None = None
         self._recheck_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -282,7 +283,7 @@ class ModelRegistry:
                 return  # another caller's scan began after our request: nothing to add
             self._scans_started += 1
             number = self._scans_started
-            walk = await asyncio.to_thread(scan.walk, self._dir)
+            walk = await asyncio.to_thread(scan.walk, self._dir, self._meta_warned)
             self._apply(walk)
             self._last_finished = number
 

@@ -58,7 +58,8 @@ def _is_nameable(relpath: str) -> bool:
     return "\\" not in relpath and not CONTROL.search(relpath) and not DRIVE.match(relpath)
 
 
-def walk(models_dir: Path) -> Walk:
+def walk(models_dir: Path, warned: set[str]) -> Walk:
+    """Everything the models dir holds; ``warned`` keeps metadata warnings to one each."""
     walk = Walk(started=time.monotonic(), wall=time.time())
     root = os.path.realpath(models_dir)
     if not Path(root).is_dir():
@@ -68,7 +69,8 @@ def walk(models_dir: Path) -> Walk:
         while stack:
             _scan_dir(*stack.pop(), root=root, walk=walk, stack=stack)
         # Files a pull is still publishing (or under an unreadable manifest) stay hidden.
-        hidden, walk.meta = collect_metadata(Path(root), [f.relpath for f in walk.files])
+        relpaths = [f.relpath for f in walk.files]
+        hidden, walk.meta = collect_metadata(Path(root), relpaths, warned)
         walk.files = [f for f in walk.files if f.relpath not in hidden]
     walk.finished = time.monotonic()
     return walk
