@@ -39,7 +39,15 @@ class EventPipe:
             self._stream.flush()
 
 
+# Test-only: the fast test tier runs every transport over a deterministic fake.
+TEST_BACKEND_ENV = "_RKLLMD_TEST_BACKEND"
+
+
 def make_backend(fmt: str, defaults: BackendDefaults) -> Backend:
+    if os.environ.get(TEST_BACKEND_ENV) == "fake":
+        from ..backends.fake import FakeBackend
+
+        return FakeBackend(defaults)
     if fmt == "gguf":
         from ..backends.llamacpp import LlamaCppBackend
 
