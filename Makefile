@@ -5,7 +5,7 @@ MODEL_FILE := SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL := models/$(MODEL_FILE)
 RUN_ARGS ?=
 
-.PHONY: setup models run test check lint typecheck bench clean
+.PHONY: setup models run test test-fast check lint typecheck bench clean
 
 setup: $(VENV)/.setup-done
 
@@ -23,6 +23,12 @@ run: setup models
 
 test: setup models
 	$(VENV)/bin/pytest -q
+
+# The inner loop: unit tests, and the transports through real worker processes that
+# host a deterministic fake backend instead of llama.cpp (about a minute).
+FAST_TESTS := tests/unit tests/test_architecture.py tests/http tests/rpc
+test-fast: setup models
+	_RKLLMD_TEST_BACKEND=fake $(VENV)/bin/pytest -q $(FAST_TESTS)
 
 check: lint typecheck
 

@@ -96,6 +96,7 @@ def test_ls_human_and_json(daemon: DaemonProcess) -> None:
     assert model["size_bytes"] == (daemon.models_dir / MODEL_FILE).stat().st_size
 
 
+@pytest.mark.real_model
 def test_show_human_and_json(daemon: DaemonProcess) -> None:
     human = ok(daemon.socket, "show", "smollm2").stdout
     assert re.search(rf"^id:\s+{re.escape(MODEL_ID)}$", human, re.M)

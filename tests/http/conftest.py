@@ -11,8 +11,9 @@ from aiohttp.test_utils import TestClient
 from rkllmd.catalog.registry import ModelRegistry
 from rkllmd.config import Config, LiveConfig
 from rkllmd.http.app import build_app
-from rkllmd.http.services import Services
-from rkllmd.manager import ModelManager
+from rkllmd.http.services import SERVICES, Services
+from rkllmd.manager import ModelManager, SpawnWorker
+from rkllmd.worker.proxy import WorkerProcess
 
 from tests.helpers import MODEL_ID
 
@@ -23,14 +24,17 @@ MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 async def make_client(aiohttp_client, smol_dir: Path) -> AsyncIterator[MakeClient]:  # type: ignore[no-untyped-def]
     managers: list[ModelManager] = []
 
-    async def make(load: bool = True, **overrides: Any) -> TestClient[Any, Any]:
+    async def make(
+        load: bool = True, spawn: SpawnWorker | None = None, **overrides: Any
+    ) -> TestClient[Any, Any]:
+        """A client of a fresh app; ``spawn`` replaces how workers are started."""
         http = {"listen": "127.0.0.1:8080", **overrides.pop("http", {})}
         config = LiveConfig(
             Config.model_validate({"models_dir": smol_dir, "http": http, **overrides})
         )
         registry = ModelRegistry(smol_dir, settle_seconds=0.2)
         await registry.scan()
-        manager = ModelManager(config, registry)
+        manager = ModelManager(config, registry, spawn or WorkerProcess.spawn)
         managers.append(manager)
         if load:
             await manager.load(MODEL_ID)
@@ -69,3 +73,7 @@ def sse_events(text: str) -> list[Any]:
         payload = block[len("data: ") :]
         events.append(payload if payload == "[DONE]" else json.loads(payload))
     return events
+
+
+def manager_of(client: TestClient[Any, Any]) -> ModelManager:
+    return client.server.app[SERVICES].manager

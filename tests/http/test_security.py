@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
 
-from tests.http.conftest import chat_body
+import pytest
+from aiohttp.test_utils import TestClient
+from rkllmd.errors import RkllmdError
+from rkllmd.manager import SpawnWorker
+from rkllmd.worker.proxy import WorkerProcess
+
+from tests.helpers import MODEL_ID
+from tests.http.conftest import chat_body, manager_of
 
 
 async def test_dns_rebinding_host_check(make_client) -> None:
@@ -75,11 +86,71 @@ async def test_body_size_limit(make_client) -> None:
     )
 
 
-@pytest.mark.parametrize("state", ["idle"])
-async def test_health_is_public_and_reports_state(make_client, state: str) -> None:
-    client = await make_client(load=False)
-    body = await (await client.get("/v1/health")).json()
-    assert body["state"] == state and body["model"] is None
+async def _gated_spawn(gate: asyncio.Event) -> SpawnWorker:
+    async def spawn(on_exit: Any) -> WorkerProcess:
+        await gate.wait()  # the manager is LOADING from before it asks for a worker
+        return await WorkerProcess.spawn(on_exit)
+
+    return spawn
+
+
+async def _into_state(make_client: Any, smol_dir: Path, state: str) -> TestClient[Any, Any]:
+    """A client whose manager is in ``state``, held there until the test ends."""
+    if state == "loading":
+        gate = asyncio.Event()
+        client = await make_client(load=False, spawn=await _gated_spawn(gate))
+        held = asyncio.ensure_future(manager_of(client).load(MODEL_ID))
+        await _until(lambda: manager_of(client).state.value == "loading")
+        client.held = (held, gate)  # type: ignore[attr-defined]  # kept alive with the client
+        return client
+    if state == "failed":
+        broken = smol_dir / "broken.gguf"
+        broken.write_bytes(b"GGUF" + bytes(68))  # version 0: no runtime takes it
+        os.utime(broken, (1, 1))
+        client = await make_client(load=False)
+        with contextlib.suppress(RkllmdError):
+            await manager_of(client).load("broken")
+        return client
+    client = await make_client(load=state != "idle")
+    if state == "generating":
+        request = chat_body(max_tokens=100_000, ignore_eos=True, stream=True)
+        response = await client.post("/v1/chat/completions", json=request)
+        await response.content.readline()  # the first chunk: the generation runs
+        client.held = response  # type: ignore[attr-defined]
+    return client
+
+
+async def _until(predicate: Any) -> None:
+    async with asyncio.timeout(60):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("state", "status", "model"),
+    [
+        ("idle", 200, None),
+        ("ready", 200, MODEL_ID),
+        ("generating", 200, MODEL_ID),
+        ("loading", 503, MODEL_ID),
+        ("failed", 503, "broken"),
+    ],
+)
+async def test_health_is_public_and_reports_state(
+    make_client, smol_dir: Path, state: str, status: int, model: str | None
+) -> None:
+    client = await _into_state(make_client, smol_dir, state)
+    response = await client.get("/v1/health")
+    body = await response.json()
+    assert (response.status, body["state"], body["model"]) == (status, state, model)
+    assert body["status"] == ("ok" if status == 200 else "unavailable")
+    assert (body["reason"] is not None) == (state == "failed")
+    held = getattr(client, "held", None)
+    if isinstance(held, tuple):
+        held[1].set()  # let the held load finish so the worker is shut down cleanly
+        await held[0]
+    elif held is not None:
+        held.close()
 
 
 async def test_metrics_and_openapi(client) -> None:

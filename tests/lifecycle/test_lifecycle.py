@@ -46,6 +46,7 @@ def test_ready_status_watchdog_and_stopping(start_daemon, smol_dir: Path) -> Non
     wait_for(lambda: notes.has("STOPPING=1"), 10, "STOPPING=1")
 
 
+@pytest.mark.real_model
 def test_daemon_process_never_maps_llama(daemon) -> None:
     maps = Path(f"/proc/{daemon.proc.pid}/maps").read_text()
     assert "llama" not in maps and "ggml" not in maps

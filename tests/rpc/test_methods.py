@@ -11,6 +11,7 @@ import pytest
 from tests.helpers import MODEL_ID, RpcError, chat_params, place_model, wait_for
 
 
+@pytest.mark.real_model
 def test_status_list_show_with_loaded_model(daemon) -> None:
     status = daemon.call("status")
     assert status["state"] == "ready"
@@ -70,6 +71,7 @@ def test_load_with_options_is_reported(daemon) -> None:
     assert daemon.call("show", model="smollm2")["props"]["n_ctx"] == 1024
 
 
+@pytest.mark.real_model
 def test_ctx_size_above_model_limit_fails_with_limit(daemon) -> None:
     with pytest.raises(RpcError) as err:
         daemon.call("load", model="smollm2", ctx_size=65536)
@@ -117,6 +119,7 @@ def test_stop_sequence_cuts_output(daemon) -> None:
     assert cut["message"]["content"] == text[: text.index(stop)]
 
 
+@pytest.mark.real_model
 def test_multi_turn_reuses_the_evaluated_prefix(daemon) -> None:
     first_turn = [{"role": "user", "content": "Tell me about the sea."}]
     first = daemon.call("chat", messages=first_turn, max_tokens=16, temperature=0.0)
@@ -159,6 +162,7 @@ def test_remove_refuses_the_loaded_model_without_force(daemon) -> None:
     assert (daemon.models_dir / f"{MODEL_ID}.gguf").exists()
 
 
+@pytest.mark.real_model
 def test_corrupt_and_truncated_gguf_fail_cleanly(daemon) -> None:
     (daemon.models_dir / "garbage.gguf").write_bytes(os.urandom(4096))
     real = (daemon.models_dir / f"{MODEL_ID}.gguf").read_bytes()
