@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rkllmd.requests import BackendDefaults, LoadOptions
 from rkllmd.backends.llamacpp import LlamaCppBackend
 from rkllmd.errors import ContextLengthExceeded
+from rkllmd.requests import BackendDefaults, LoadOptions
 
 from tests.helpers import model_source
 

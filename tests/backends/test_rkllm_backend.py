@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from rkllmd.backends.base import GenerateResult
-from rkllmd.requests import BackendDefaults, ChatMessage, GenerateRequest, LoadOptions, Sampling
 from rkllmd.backends.rkllm.backend import RkllmBackend
+from rkllmd.requests import BackendDefaults, ChatMessage, GenerateRequest, LoadOptions, Sampling
 
 from tests.backends.conftest import CallLog
 from tests.fixtures.build_double import double_library

@@ -9,12 +9,12 @@ from array import array
 from pathlib import Path
 
 import pytest
-from rkllmd.requests import ChatMessage
 from rkllmd.backends.rkllm.kvcache import KvTracker, Plan
 from rkllmd.backends.rkllm.loader import cpu_mask
 from rkllmd.backends.rkllm.sinks import HiddenSink, TextSink
 from rkllmd.backends.rkllm.template import FAMILIES, choose_format, family_for
 from rkllmd.errors import GenerationFailed, LoadFailed
+from rkllmd.requests import ChatMessage
 
 # --- KvTracker ------------------------------------------------------------------------------
 

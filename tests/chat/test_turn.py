@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rkllmd.requests import ChatMessage
 from rkllmd.chat.turn import ChatReply, generate_request
 from rkllmd.http.dialects import openai
+from rkllmd.requests import ChatMessage
 from rkllmd.rpc import schemas as rpc_schemas
 
 CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
@@ -28,7 +28,12 @@ def test_both_skins_build_the_same_request() -> None:
     http = openai.ChatCompletionRequest.model_validate(fields)
     built = [
         generate_request(
-            body, body.messages, tools=body.tools, max_tokens=7, default_max=99, enable_thinking=False
+            body,
+            body.messages,
+            tools=body.tools,
+            max_tokens=7,
+            default_max=99,
+            enable_thinking=False,
         )
         for body in (rpc, http)
     ]

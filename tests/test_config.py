@@ -21,7 +21,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from rkllmd.__main__ import parse_args
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "etc" / "rkllmd.toml"
 NO_FILE: dict[str, str] = {"RKLLMD_CONFIG": "/dev/null"}  # an empty TOML document
 
