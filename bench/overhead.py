@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import openai  # noqa: E402
+from rkllmd.backends.llamacpp import LlamaCppBackend, default_threads  # noqa: E402
 from rkllmd.requests import (  # noqa: E402
     BackendDefaults,
     ChatMessage,
@@ -31,7 +32,6 @@ from rkllmd.requests import (  # noqa: E402
     LoadOptions,
     Sampling,
 )
-from rkllmd.backends.llamacpp import LlamaCppBackend, default_threads  # noqa: E402
 
 from tests.helpers import MODEL_ID, DaemonProcess, place_model, short_tempdir  # noqa: E402
 
