@@ -51,7 +51,9 @@ async def stream(
                     if "error" in event:
                         out["error"] = event["error"].get("code")
                     elif event["choices"] and event["choices"][0]["delta"].get("content"):
-                        out["tokens"] += 1
+                        # The double's tokens are " tok"; a slow reader may get several
+                        # in one chunk (the NPU path joins what piles up), so count text.
+                        out["tokens"] += event["choices"][0]["delta"]["content"].count(" tok")
                         if first_token is not None:
                             first_token.set()
     except aiohttp.ClientError as exc:
