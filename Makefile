@@ -1,6 +1,8 @@
 # Developer entry points. `make run` and `make test` work from a fresh clone.
+# Another interpreter gets its own venv, so `make test PYTHON=python3.12` leaves
+# .venv alone (the cached llama.cpp wheel serves every Python version).
 PYTHON ?= python3
-VENV := .venv
+VENV ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 MODEL_FILE := SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL := models/$(MODEL_FILE)
 RUN_ARGS ?=
@@ -9,7 +11,7 @@ RUN_ARGS ?=
 
 setup: $(VENV)/.setup-done
 
-$(VENV)/.setup-done: pyproject.toml scripts/setup-venv.sh
+$(VENV)/.setup-done: pyproject.toml scripts/setup-venv.sh scripts/llama-wheel.sh
 	PYTHON=$(PYTHON) scripts/setup-venv.sh $(VENV)
 	touch $@
 
@@ -45,9 +47,15 @@ bench: setup models
 	$(VENV)/bin/python bench/footprint.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .venv .venv-* .mypy_cache .ruff_cache .pytest_cache
 
-.PHONY: test-package
-# Build the .deb and test it in a booted Debian 12 container (needs root; see tests/packaging/run.sh).
+.PHONY: test-package test-arm64
+# Packages are built and tested in containers (needs root; see docs/packaging.md).
+# DIST: bookworm (Debian 12, Python 3.11) or trixie (Debian 13, Python 3.13).
+DIST ?= bookworm
+# Build the .deb in a DIST container and test it in a booted DIST container.
 test-package: models
-	tests/packaging/run.sh
+	DIST=$(DIST) tests/packaging/run.sh
+# The same for arm64 under qemu-user-static, plus the RKLLM test double on aarch64.
+test-arm64: models
+	DIST=$(DIST) ARCH=arm64 tests/packaging/run.sh

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Create the development virtualenv with the project, its test extras and the
-# llama.cpp CPU backend. llama-cpp-python has no wheels on PyPI, so it is built
-# once and the wheel is cached (per version, architecture and build flags).
+# llama.cpp CPU backend, on $PYTHON (python3 by default; 3.11, 3.12 and 3.13 are
+# tested). llama-cpp-python has no wheels on PyPI: scripts/llama-wheel.sh builds it
+# once and caches it (one wheel for every Python version).
 set -euo pipefail
 
 VENV=${1:-.venv}
 PYTHON=${PYTHON:-python3}
-LLAMA_CPP_VERSION=0.3.36
-CACHE_ROOT=${RKLLMD_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rkllmd/wheels}
+HERE=$(cd "$(dirname "$0")" && pwd)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -29,34 +29,29 @@ need_debian_packages() {
     fi
 }
 
-llama_cmake_args() {
-    # The default native build uses AVX-512/AMX kernels that crash on some x86
-    # hosts during batched prompt evaluation; arm64 boards are fine as they are.
-    if [ -n "${LLAMA_CMAKE_ARGS+set}" ]; then
-        printf '%s' "$LLAMA_CMAKE_ARGS"
-    elif [ "$(uname -m)" = x86_64 ]; then
-        printf '%s' "-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF"
-    fi
+minor() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])'; }
+
+# pyenv's shims refuse a version that `pyenv global/local` did not select
+# ("python3.12: command not found"): take that version's interpreter directly.
+resolve_python() {
+    "$PYTHON" -c '' 2>/dev/null && return 0
+    command -v pyenv >/dev/null || return 0
+    local found
+    found=$(ls -d "$(pyenv root)"/versions/*/bin/"$PYTHON" 2>/dev/null | sort -V | tail -n1)
+    [ -z "$found" ] || PYTHON=$found
 }
 
-llama_wheel() {
-    local args key dir
-    args=$(llama_cmake_args)
-    key=$(printf '%s|%s|%s' "$LLAMA_CPP_VERSION" "$(uname -m)" "$args" | sha256sum | cut -c1-12)
-    dir="$CACHE_ROOT/llama-cpp-python-$LLAMA_CPP_VERSION-$key"
-    if ! ls "$dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
-        say "building llama-cpp-python $LLAMA_CPP_VERSION (about 5 minutes, once)"
-        mkdir -p "$dir"
-        CMAKE_ARGS="$args" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
-            "$VENV/bin/pip" wheel --no-deps -q -w "$dir" "llama-cpp-python==$LLAMA_CPP_VERSION"
-    fi
-    ls "$dir"/llama_cpp_python-*.whl | head -n1
-}
-
-need_debian_packages
+resolve_python
+"$PYTHON" -c '' 2>/dev/null || { say "no working interpreter $PYTHON"; exit 1; }
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { say "Python >= 3.11 required"; exit 1; }
+need_debian_packages
+want=$(minor "$PYTHON")
+if [ -x "$VENV/bin/python" ] && [ "$(minor "$VENV/bin/python" 2>/dev/null)" != "$want" ]; then
+    say "$VENV was made with another Python: recreating it with $PYTHON ($want)"
+    rm -rf "$VENV"
+fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
-"$VENV/bin/pip" install -q "$(llama_wheel)"
+"$VENV/bin/pip" install -q "$(PYTHON=$PYTHON "$HERE/llama-wheel.sh")"
 "$VENV/bin/pip" install -q -e '.[test]'
-say "ready: $VENV"
+say "ready: $VENV (Python $want)"
