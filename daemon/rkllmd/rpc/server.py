@@ -17,6 +17,7 @@ import select
 import socket
 import stat
 import struct
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -124,8 +125,12 @@ class ControlServer:
         if inherited is not None:
             self.path = Path(inherited.getsockname())
         sock = inherited or bind_control_socket(self.path, self._group)
+        # Python 3.13 unlinks a Unix server's socket file when the server closes
+        # (cleanup_socket), even systemd's: which would leave rkllmd.socket listening
+        # on a path nobody can reach. stop_accepting removes only our own.
+        keep_file: dict[str, Any] = {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
         self._server = await asyncio.start_unix_server(
-            self._on_connect, sock=sock, limit=MAX_LINE_BYTES
+            self._on_connect, sock=sock, limit=MAX_LINE_BYTES, **keep_file
         )
         logger.info("control socket listening on %s", self.path)
 
