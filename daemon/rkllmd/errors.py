@@ -194,6 +194,12 @@ class Forbidden(RkllmdError):
     code = "forbidden"
 
 
+class PermissionDenied(Forbidden):
+    """A valid API key on a management route: only the admin key may manage."""
+
+    code = "permission_denied"
+
+
 class RequestTimeout(RkllmdError):
     code = "request_timeout"
 

@@ -59,22 +59,45 @@ async def test_api_key_and_admin_key(make_client) -> None:
     client = await make_client(load=False, http={"api_key": "user-key", "admin_key": "admin-key"})
     assert (await client.get("/health")).status == 200  # public
     missing = await client.get("/v1/models")
-    assert (
-        missing.status == 401 and (await missing.json())["error"]["type"] == "authentication_error"
-    )
+    body = await missing.json()
+    assert missing.status == 401 and body["error"]["type"] == "authentication_error"
+    assert body["message"] == body["error"]["message"]  # TabbyAPI's Go client reads this
     assert (await client.get("/v1/models", headers={"Authorization": "Bearer wrong"})).status == 401
+    assert (await client.get("/v1/models", headers={"X-Api-Key": "wrong"})).status == 401
+    for headers in (
+        {"Authorization": "Bearer user-key"},
+        {"X-Api-Key": "user-key"},
+        {"X-Admin-Key": "admin-key"},
+        {"Authorization": "Bearer admin-key"},
+    ):
+        assert (await client.get("/v1/models", headers=headers)).status == 200, headers
+    for headers in ({"Authorization": "Bearer user-key"}, {"X-Api-Key": "user-key"}):
+        refused = await client.post("/v1/models/unload", headers=headers)
+        body = await refused.json()
+        assert refused.status == 403 and body["error"]["type"] == "permission_error", headers
+        assert body["error"]["code"] == "permission_denied"
+    for headers in ({}, {"X-Admin-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
+        refused = await client.post("/v1/models/unload", headers=headers)
+        assert refused.status == 401, headers
+        assert (await refused.json())["error"]["type"] == "authentication_error"
+    for headers in ({"Authorization": "Bearer admin-key"}, {"X-Admin-Key": "admin-key"}):
+        assert (await client.post("/v1/models/unload", headers=headers)).status == 200, headers
+
+
+async def test_admin_key_alone_guards_management_only(make_client) -> None:
+    client = await make_client(load=False, http={"admin_key": "admin-key"})
+    assert (await client.get("/v1/models")).status == 200
+    assert (await client.post("/v1/models/unload")).status == 401
     assert (
-        await client.get("/v1/models", headers={"Authorization": "Bearer user-key"})
+        await client.post("/v1/models/unload", headers={"X-Admin-Key": "admin-key"})
     ).status == 200
-    assert (await client.get("/v1/models", headers={"X-Api-Key": "user-key"})).status == 200
-    user_unload = await client.post(
-        "/v1/models/unload", headers={"Authorization": "Bearer user-key"}
-    )
-    assert user_unload.status == 401
-    admin_unload = await client.post(
-        "/v1/models/unload", headers={"Authorization": "Bearer admin-key"}
-    )
-    assert admin_unload.status == 200
+
+
+async def test_api_key_alone_manages(make_client) -> None:
+    """Without an admin key, the API key is the only key and may do everything."""
+    client = await make_client(load=False, http={"api_key": "user-key"})
+    assert (await client.post("/v1/models/unload", headers={"X-Api-Key": "user-key"})).status == 200
+    assert (await client.post("/v1/models/unload")).status == 401
 
 
 async def test_body_size_limit(make_client) -> None:
@@ -179,3 +202,18 @@ async def test_metrics_and_openapi(client) -> None:
     assert schema["$ref"].split("/")[-1] in spec["components"]["schemas"]
     page = await (await client.get("/docs")).text()
     assert "/v1/chat/completions" in page and "<html>" in page
+
+
+async def test_auth_permission_names_the_key(make_client) -> None:
+    client = await make_client(load=False, http={"api_key": "user-key", "admin_key": "admin-key"})
+    for headers, expected in (
+        ({"X-Admin-Key": "admin-key"}, "admin"),
+        ({"Authorization": "Bearer admin-key"}, "admin"),
+        ({"X-Api-Key": "user-key"}, "api"),
+        ({"Authorization": "Bearer user-key"}, "api"),
+    ):
+        answer = await client.get("/v1/auth/permission", headers=headers)
+        assert (await answer.json()) == {"permission": expected}, headers
+    assert (await client.get("/v1/auth/permission")).status == 401
+    open_client = await make_client(load=False)
+    assert (await (await open_client.get("/v1/auth/permission")).json())["permission"] == "admin"

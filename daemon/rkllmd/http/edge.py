@@ -8,6 +8,7 @@ pydantic model before the handler does anything else.
 from __future__ import annotations
 
 import asyncio
+import enum
 import hmac
 import json
 import logging
@@ -72,20 +73,59 @@ class HostRules:
         return self._rule.allows(host_header)
 
 
-def _key_matches(request: web.Request, key: str) -> bool:
-    supplied = request.headers.get("Authorization", "")
-    token = (
-        supplied[7:] if supplied[:7].lower() == "bearer " else request.headers.get("X-Api-Key", "")
-    )
-    return hmac.compare_digest(token.encode(), key.encode())
+class Access(enum.StrEnum):
+    """What the request's key lets it do (TabbyAPI's permission names)."""
+
+    ADMIN = "admin"  # everything, management included
+    API = "api"  # the API, not management
+    NONE = "none"  # no valid key
 
 
-def check_auth(request: web.Request, http: HttpSection, admin: bool) -> None:
+def _supplied_keys(request: web.Request) -> list[str]:
+    """Every key the request offers: TabbyAPI's two headers and a bearer token."""
+    keys = [request.headers.get(h, "") for h in ("X-Admin-Key", "X-Api-Key")]
+    authorization = request.headers.get("Authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        keys.append(authorization[7:].strip())
+    return [k for k in keys if k]
+
+
+def _matches(supplied: list[str], key: str | None) -> bool:
+    if not key:
+        return False
+    # Every candidate is compared (no early exit): timing says nothing about which.
+    results = [hmac.compare_digest(k.encode(), key.encode()) for k in supplied]
+    return any(results)
+
+
+def key_access(request: web.Request, http: HttpSection) -> Access:
+    """The access the request's key grants. Without any key configured everyone is
+    an admin; without an admin key the API key manages; without an API key the
+    API is open to anyone (``API``) and only management needs the admin key."""
+    admin_key = http.admin_key or http.api_key
+    if not admin_key:
+        return Access.ADMIN
+    supplied = _supplied_keys(request)
+    if _matches(supplied, admin_key):
+        return Access.ADMIN
+    if _matches(supplied, http.api_key) or not http.api_key:
+        return Access.API
+    return Access.NONE
+
+
+def check_auth(request: web.Request, http: HttpSection, admin: bool) -> Access:
+    """Refuse a request its key does not allow: 401 without a valid key, 403 for a
+    valid API key on a management route. Returns the request's access."""
     if request.path in PUBLIC_PATHS:
-        return
-    key = (http.admin_key or http.api_key) if admin else http.api_key
-    if key and not _key_matches(request, key):
+        return Access.NONE
+    access = key_access(request, http)
+    if access is Access.NONE:
         raise e.AuthenticationFailed("missing or invalid API key")
+    if admin and access is not Access.ADMIN:
+        if not _matches(_supplied_keys(request), http.api_key):
+            raise e.AuthenticationFailed("this route needs the admin key")
+        raise e.PermissionDenied("the API key may not manage models; use the admin key")
+    return access
 
 
 def check_origin(request: web.Request, http: HttpSection) -> None:
@@ -107,8 +147,8 @@ def cors_headers(request: web.Request, http: HttpSection) -> dict[str, str]:
         return {}
     return {
         "Access-Control-Allow-Origin": origin,
-        "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Api-Key",
-        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Api-Key, X-Admin-Key",
+        "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
         "Vary": "Origin",
     }
 

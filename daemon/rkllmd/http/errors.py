@@ -71,7 +71,8 @@ def error_response(error: e.RkllmdError, param: str | None = None) -> web.Respon
         headers["x-should-retry"] = "false"
     return web.Response(
         status=status,
-        text=json.dumps(error_body(error, param)),
+        # TabbyAPI's Go client reads a top-level ``message``; OpenAI clients read ``error``.
+        text=json.dumps({**error_body(error, param), "message": error.message}),
         content_type="application/json",
         headers=headers,
     )

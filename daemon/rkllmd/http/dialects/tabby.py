@@ -20,7 +20,7 @@ from ...requests import LoadOptions
 from ...views import ModelView, Status
 from ...wire import NUMBER
 from ..cards import model_card
-from ..edge import read_body
+from ..edge import Access, key_access, read_body
 from ..routing import Route
 from ..schemas import Body, ModelName
 from ..services import services
@@ -141,7 +141,14 @@ async def embedding_list(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [_card(v, None) for v in views]})
 
 
+async def permission(request: web.Request) -> web.Response:
+    """Which key the request carries: ``admin`` or ``api`` (the edge refused no key)."""
+    access = key_access(request, services(request).config.current.http)
+    return web.json_response({"permission": "admin" if access is Access.ADMIN else "api"})
+
+
 ROUTES = (
+    Route("GET", "/v1/auth/permission", permission, "TabbyAPI: the permission of the key"),
     Route("GET", "/v1/model", current, "TabbyAPI: the loaded model's card"),
     Route("GET", "/v1/model/list", list_models, "TabbyAPI: model cards"),
     Route("GET", "/v1/model/props", props, "Loaded model properties: template, context, slots"),
