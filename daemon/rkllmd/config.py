@@ -100,6 +100,15 @@ class HttpSection(_Section):
         return value
 
 
+class VisionSection(_Section):
+    """Limits on the images a request may carry (see images.py)."""
+
+    max_images: int = Field(8, ge=0, le=256)  # per request
+    max_image_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)  # decoded
+    # Read from the header before anything is decoded: 7680x4320 (an 8K frame).
+    max_image_pixels: int = Field(7680 * 4320, ge=1, le=1 << 30)
+
+
 class HubSection(_Section):
     """Where ``pull`` downloads from (the Hugging Face Hub or a mirror) and how."""
 
@@ -142,6 +151,7 @@ class Config(_Section):
     rkllm: RkllmSection = RkllmSection()
     http: HttpSection = HttpSection()
     hub: HubSection = HubSection()
+    vision: VisionSection = VisionSection()
     config_file: Path | None = None
 
     @field_validator("socket")

@@ -49,6 +49,18 @@ class InvalidModelName(InvalidParams):
     code = "invalid_model_name"
 
 
+class InvalidImage(InvalidParams):
+    """An image that is not JPEG/PNG/WebP base64, or is over a ``[vision]`` limit."""
+
+    code = "invalid_image"
+
+
+class ModelHasNoVision(InvalidParams):
+    """The request carries images and the model that would answer cannot see them."""
+
+    code = "model_has_no_vision"
+
+
 class ContextLengthExceeded(InvalidParams):
     """The prompt does not fit the loaded model's context window."""
 
