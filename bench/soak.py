@@ -1,6 +1,7 @@
 """Soak: mixed traffic against one daemon on the librkllmrt test double.
 
-Usage: ``.venv/bin/python bench/soak.py [--minutes 10] [--interval 3]``
+Usage: ``.venv/bin/python bench/soak.py [--minutes 30] [--interval 3]
+[--snapshot-minutes 5] [--keep-snapshots DIR]``
 
 Bounded: a fixed number of client tasks for a fixed time. The traffic mixes
 complete SSE streams, streams whose client vanishes mid-way (or while queued),
@@ -8,8 +9,18 @@ non-streamed chats against a second model (model switches), and `status` /
 `/health` polls. A sampler reads the daemon's RSS and fd count every
 ``--interval`` seconds; the least-squares slopes (bytes/min, fds/min) over the
 samples after the first minute's warm-up tell whether anything leaks.
+
+With ``--snapshot-minutes N`` (5 by default, 0 turns it off) the daemon runs with
+tracemalloc (``_RKLLMD_TRACEMALLOC``, see ``rkllmd.memtrace``) and dumps a
+snapshot at the start and every N minutes (SIGUSR1); the curve of Python-traced
+memory next to RSS, and the allocation sites that grew most between the first
+snapshot after warm-up and the last, name what (if anything) keeps growing.
+Tracing costs CPU and its own RSS, so compare RSS slopes only between runs
+with the same setting.
+
 Prints one JSON line: request counts by outcome (2xx, 503 = intended queue
-refusals, other 5xx, client-side errors), the slopes, first/last samples.
+refusals, other 5xx, client-side errors), the slopes, first/last samples, and
+with snapshots the curve and the top growing sites.
 """
 
 from __future__ import annotations
@@ -17,10 +28,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
+import signal
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +50,15 @@ MAIN = "Qwen2.5-0.5B-Instruct_W8A8_RK3588"
 OTHER = "Llama-3.2-1B-Instruct_W8A8_RK3588"
 
 
-def proc_sample(pid: int) -> tuple[int, int]:
-    rss = 0
+def proc_status(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) * 1024
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return 0
+
+
+def proc_sample(pid: int) -> tuple[int, int]:
+    rss = proc_status(pid, "VmRSS") * 1024
     return rss, len(list(Path(f"/proc/{pid}/fd").iterdir()))
 
 
@@ -55,12 +73,88 @@ def slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
 
 
+class Snapshots:
+    """The daemon's tracemalloc dumps: asked for with SIGUSR1, read back here."""
+
+    # Allocations of the tracing and import machinery, not of the daemon's work.
+    NOISE = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>", "<unknown>")
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.taken: list[tuple[float, int, int]] = []  # (minute, rss, fds) at each dump
+        self.threads: list[int] = []  # the daemon's thread count at each dump
+
+    async def take(self, pid: int, minute: float) -> None:
+        count = len(list(self.directory.glob("snapshot-*.pickle")))
+        rss, fds = proc_sample(pid)
+        self.threads.append(proc_status(pid, "Threads"))
+        os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 120
+        while len(list(self.directory.glob("snapshot-*.pickle"))) <= count:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the daemon wrote no tracemalloc snapshot")
+            await asyncio.sleep(0.2)
+        self.taken.append((minute, rss, fds))
+
+    def load(self, index: int) -> tracemalloc.Snapshot:
+        snapshot = tracemalloc.Snapshot.load(str(self.directory / f"snapshot-{index:03d}.pickle"))
+        noise = [tracemalloc.Filter(False, name) for name in self.NOISE]
+        return snapshot.filter_traces([*noise, tracemalloc.Filter(False, tracemalloc.__file__)])
+
+    def report(self, warm_minutes: float) -> dict[str, Any]:
+        snapshots = [self.load(i) for i in range(len(self.taken))]
+        curve = [
+            {
+                "minute": round(minute, 1),
+                "rss_kib": rss // 1024,
+                "traced_kib": sum(s.size for s in snap.statistics("filename")) // 1024,
+                "fds": fds,
+                "threads": threads,
+            }
+            for (minute, rss, fds), threads, snap in zip(
+                self.taken, self.threads, snapshots, strict=True
+            )
+        ]
+        base = next((i for i, t in enumerate(self.taken) if t[0] >= warm_minutes), 0)
+        grown = snapshots[-1].compare_to(snapshots[base], "lineno")
+        top = [
+            {
+                "site": str(stat.traceback[0]),
+                "size_diff_kib": round(stat.size_diff / 1024, 1),
+                "count_diff": stat.count_diff,
+                "size_kib": round(stat.size / 1024, 1),
+            }
+            for stat in grown[:12]
+            if stat.size_diff > 0
+        ]
+        paths = snapshots[-1].compare_to(snapshots[base], "traceback")
+        paths = [p for p in paths if p.size_diff > 0]
+        return {
+            "curve": curve,
+            "growth_from_minute": curve[base]["minute"],
+            "top_growth_sites": top,
+            "top_growth_tracebacks": [
+                {"size_diff_kib": round(p.size_diff / 1024, 1), "frames": p.traceback.format()}
+                for p in paths[:3]
+            ],
+        }
+
+
 class Soak:
-    def __init__(self, daemon: DaemonProcess, seconds: float, interval: float) -> None:
+    def __init__(
+        self,
+        daemon: DaemonProcess,
+        seconds: float,
+        interval: float,
+        snapshots: Snapshots | None = None,
+        snapshot_seconds: float = 0.0,
+    ) -> None:
         self.daemon = daemon
         self.url = daemon.http_url
         self.until = time.monotonic() + seconds
         self.interval = interval
+        self.snapshots = snapshots
+        self.snapshot_seconds = snapshot_seconds
         self.counts: dict[str, int] = {
             "2xx": 0,
             "503": 0,
@@ -153,6 +247,22 @@ class Soak:
             self.samples.append((time.monotonic() - start, rss, fds))
             await asyncio.sleep(self.interval)
 
+    async def snapshotter(self) -> None:
+        """A dump at the start, every ``snapshot_seconds``, and one as the traffic ends."""
+        if self.snapshots is None:
+            return
+        start = time.monotonic()
+        await self.snapshots.take(self.daemon.proc.pid, 0.0)
+        while True:
+            left = self.until - time.monotonic()
+            due = self.snapshot_seconds - (time.monotonic() - start) % self.snapshot_seconds
+            if left < due:
+                break
+            await asyncio.sleep(due)
+            await self.snapshots.take(self.daemon.proc.pid, (time.monotonic() - start) / 60)
+        await asyncio.sleep(max(0.0, self.until - time.monotonic()))
+        await self.snapshots.take(self.daemon.proc.pid, (time.monotonic() - start) / 60)
+
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=120)
         async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -162,13 +272,18 @@ class Soak:
                 self.switcher(session),
                 self.poller(session),
                 self.sampler(),
+                self.snapshotter(),
             )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--interval", type=float, default=3.0)
+    parser.add_argument(
+        "--snapshot-minutes", type=float, default=5.0, help="tracemalloc dump period; 0 = off"
+    )
+    parser.add_argument("--keep-snapshots", type=Path, help="keep the dumps in this folder")
     args = parser.parse_args()
     models = short_tempdir() / "models"
     models.mkdir()
@@ -179,16 +294,24 @@ def main() -> None:
         "RKLLM_DOUBLE_TOKEN_DELAY_US": "5000",
         "RKLLMD_QUEUE__MAX_WAITING": "4",
     }
+    snapshots = None
+    if args.snapshot_minutes > 0:
+        dumps = args.keep_snapshots or models.parent / "tracemalloc"
+        dumps.mkdir(parents=True, exist_ok=True)
+        snapshots = Snapshots(dumps)
+        env["_RKLLMD_TRACEMALLOC"] = str(dumps)
     daemon = DaemonProcess(models, env=env, args=["--load", MAIN]).wait_ready()
     try:
-        soak = Soak(daemon, args.minutes * 60, args.interval)
+        soak = Soak(daemon, args.minutes * 60, args.interval, snapshots, args.snapshot_minutes * 60)
         asyncio.run(soak.run())
         alive = daemon.proc.poll() is None
         status = daemon.call("status")
     finally:
         code = daemon.stop()
-        shutil.rmtree(models.parent, ignore_errors=True)
-    warm = [s for s in soak.samples if s[0] >= min(60.0, args.minutes * 60 / 4)]
+    warm_seconds = min(60.0, args.minutes * 60 / 4)
+    traced = snapshots.report(warm_seconds / 60) if snapshots else {}
+    shutil.rmtree(models.parent, ignore_errors=True)
+    warm = [s for s in soak.samples if s[0] >= warm_seconds]
     rss_slope = slope([(t / 60, rss) for t, rss, _ in warm])
     fd_slope = slope([(t / 60, fds) for t, _, fds in warm])
     first, last = soak.samples[0], soak.samples[-1]
@@ -210,6 +333,7 @@ def main() -> None:
                 "fds_max": max(s[2] for s in soak.samples),
                 "daemon_alive": alive,
                 "exit_code": code,
+                "tracemalloc": traced or None,
             }
         )
     )

@@ -16,6 +16,7 @@ from . import __version__
 from .config import load_config
 from .daemon import Daemon
 from .errors import ConfigError, RkllmdError
+from .memtrace import install_from_env as install_memtrace
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 
@@ -48,6 +49,7 @@ def setup_logging(level: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     faulthandler.enable()
+    install_memtrace()  # a debugging switch; nothing happens without its variable
     cli = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         config = load_config(cli)
