@@ -144,7 +144,20 @@ class Connection:
         except TimeoutError:
             raise DaemonTimeout(f"timed out sending to {self._path}") from None
         except OSError as exc:
+            self._raise_parting_error()
             raise DaemonUnreachable(f"lost the connection to rkllmd: {exc}") from None
+
+    def _raise_parting_error(self) -> None:
+        """Raise the error the daemon sent before closing, if it left one (it refuses a
+        connection over its cap with one ``too_many_connections`` line, then closes,
+        which can break our send)."""
+        try:
+            self._sock.settimeout(1.0)
+            reply = self._read_message(None, None)
+        except ClientError:
+            return
+        if reply.get("id") is None and "error" in reply:
+            _result_of(reply)
 
     def _read_message(self, deadline: float | None, timeout: float | None) -> dict[str, Any]:
         while True:

@@ -49,6 +49,16 @@ class WorkerSection(_Section):
     stuck_seconds: float = Field(300.0, gt=0)
 
 
+class ControlSection(_Section):
+    """Limits of the control socket (local admins, but still bounded)."""
+
+    # Connections beyond this are answered too_many_connections and closed.
+    max_connections: int = Field(64, ge=1, le=65536)
+    # A connection with no call in flight is closed after this many idle seconds;
+    # calls that stream (chat tokens, load/pull progress) are never cut. 0 = never.
+    idle_seconds: float = Field(300.0, ge=0, le=86400)
+
+
 class GenerationSection(_Section):
     load_on_request: bool = True
     default_max_tokens: int = Field(1024, ge=1, le=1_000_000)
@@ -143,6 +153,7 @@ class Config(_Section):
     load: str | None = None
     log_level: LogLevel = "info"
     drain_seconds: float = Field(15.0, ge=0, le=600)
+    control: ControlSection = ControlSection()
     models: ModelsSection = ModelsSection()
     queue: QueueSection = QueueSection()
     worker: WorkerSection = WorkerSection()

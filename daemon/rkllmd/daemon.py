@@ -67,7 +67,10 @@ class Daemon:
         await store.start()  # removes orphaned pull staging
         methods = build_methods(manager, registry, self.live, store)
         control = ControlServer(
-            cfg.control_socket(), Dispatcher(methods, max_batch=MAX_BATCH), group=cfg.socket_group
+            cfg.control_socket(),
+            Dispatcher(methods, max_batch=MAX_BATCH),
+            group=cfg.socket_group,
+            limits=lambda: self.config.control,
         )
         inherited = inherited_sockets()
         await control.start(inherited.get("control"))

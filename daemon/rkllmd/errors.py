@@ -232,6 +232,15 @@ class MethodNotAllowed(RkllmdError):
     code = "method_not_allowed"
 
 
+# --- control socket edge -----------------------------------------------------------
+
+
+class TooManyConnections(RkllmdError):
+    """The control socket already holds ``control.max_connections`` connections."""
+
+    code = "too_many_connections"
+
+
 def _family(cls: type[RkllmdError]) -> Iterator[type[RkllmdError]]:
     yield cls
     for sub in cls.__subclasses__():

@@ -1,5 +1,5 @@
 """Slow and big clients: slowloris headers, dripped and oversize bodies, oversize RPC
-lines, 1,000 idle HTTP and 1,000 idle control connections.
+lines, 1,000 idle HTTP and 1,000 control connections (over the control socket's cap).
 
 Everything is bounded by a timeout or a limit (the server closes: a generous
 deadline, not a measured bound), a normal request is still served meanwhile,
@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import json
 import resource
+import selectors
 import socket
 import time
 from pathlib import Path
 
 from tests.backends.conftest import NpuDaemon
-from tests.helpers import DaemonProcess, read_http_response, wait_for
+from tests.helpers import DaemonProcess, RpcClient, read_http_response, wait_for
 from tests.reliability.stress import (
     fd_count,
     record,
@@ -28,6 +29,7 @@ KEEPALIVE = 2.0
 BODY_TIMEOUT = 2.0
 MAX_BODY = 1 << 20
 IDLE = 1000
+CONTROL_CAP = 64  # the default control.max_connections
 ENV = {
     "RKLLMD_HTTP__KEEPALIVE_SECONDS": str(KEEPALIVE),
     "RKLLMD_HTTP__BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
@@ -35,16 +37,43 @@ ENV = {
 }
 
 
-def served_promptly(daemon: DaemonProcess) -> float:
-    """One normal HTTP request and one RPC call; the slower of the two, in seconds."""
+def served_promptly(daemon: DaemonProcess, admin: RpcClient | None = None) -> float:
+    """One normal HTTP request and one RPC call (on ``admin`` when given: a connection
+    already in); the slower of the two, in seconds."""
     t0 = time.perf_counter()
     with socket.create_connection(("127.0.0.1", daemon.http_port), timeout=5) as conn:
         conn.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         assert conn.recv(100).startswith(b"HTTP/1.1 200")
     http = time.perf_counter() - t0
     t0 = time.perf_counter()
-    assert daemon.call("status")["state"] == "ready"
+    status = admin.call("status") if admin else daemon.call("status")
+    assert status["state"] == "ready"
     return max(http, time.perf_counter() - t0)
+
+
+def refused_control(sockets: list[socket.socket], expected: int, timeout: float) -> int:
+    """Read until ``expected`` of ``sockets`` got the too_many_connections line and EOF."""
+    selector = selectors.DefaultSelector()
+    for sock in sockets:
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, bytearray())
+    refused = 0
+    deadline = time.monotonic() + timeout
+    while refused < expected and time.monotonic() < deadline:
+        for key, _ in selector.select(timeout=0.5):
+            try:
+                chunk = key.fileobj.recv(4096)  # type: ignore[union-attr]
+            except ConnectionResetError:
+                chunk = b""
+            if chunk:
+                key.data.extend(chunk)
+                continue
+            selector.unregister(key.fileobj)
+            answer = json.loads(bytes(key.data))
+            assert answer["error"]["data"]["code"] == "too_many_connections", answer
+            refused += 1
+    selector.close()
+    return refused
 
 
 def closed_after(
@@ -166,21 +195,27 @@ def test_thousand_idle_connections(npu_daemon: NpuDaemon, npu_models: Path) -> N
         )
     )
     assert soft > 2 * IDLE + 100, "the test itself needs the descriptors"
+    admin = daemon.client()  # an admin already connected keeps working throughout
+    assert admin.call("status")["state"] == "ready"
     baseline = fd_count(pid)
     control: list[socket.socket] = []
     http: list[socket.socket] = []
     try:
-        # Control connections first: they stay open, so the count is a fact, not a race
-        # with the HTTP keep-alive timeout on a slow machine.
+        # Control connections first: the admitted ones stay open (idle timeout 300 s),
+        # so the count is a fact, not a race with the HTTP keep-alive timeout.
         for _ in range(IDLE):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             control.append(sock)
             sock.connect(str(daemon.socket))
-        wait_for(lambda: fd_count(pid) >= baseline + IDLE, 20, "the daemon to accept all control")
+        admitted = CONTROL_CAP - 1  # the admin holds one place
+        refused = refused_control(control, IDLE - admitted, 30)
+        assert refused == IDLE - admitted
+        wait_for(lambda: fd_count(pid) <= baseline + admitted, 20, "refused sockets closed")
+        assert fd_count(pid) >= baseline + admitted  # the admitted ones are all still in
         http.extend(socket.create_connection(("127.0.0.1", daemon.http_port)) for _ in range(IDLE))
         peak = fd_count(pid)
-        during = served_promptly(daemon)
-        chat = daemon.call("chat", messages=[{"role": "user", "content": "[[say:fine]]"}])
+        during = served_promptly(daemon, admin)
+        chat = admin.call("chat", messages=[{"role": "user", "content": "[[say:fine]]"}])
         assert chat["message"]["content"] == "fine"
         # Every idle HTTP connection was accepted and then closed by the keep-alive
         # timeout: the client sees the close (one left in the backlog would not).
@@ -191,18 +226,21 @@ def test_thousand_idle_connections(npu_daemon: NpuDaemon, npu_models: Path) -> N
         http_closed = time.monotonic() - t0
         peak = max(peak, fd_count(pid))
         assert peak < daemon_limit
-        # Idle control connections stay (local admins) and cost one fd each until they go.
-        assert fd_count(pid) >= baseline + IDLE
+        # Admitted idle control connections stay until the idle timeout or they go.
+        assert fd_count(pid) >= baseline + admitted
     finally:
         for sock in http + control:
             sock.close()
-    fds = settle_fds(pid, baseline)
+        admin.close()
+    fds = settle_fds(pid, baseline - 1)
     assert fds <= baseline + 2, (fds, baseline)
     served = served_promptly(daemon)  # a figure for docs/reliability.md, not a test bound
     record(
         "idle-connections",
         http_idle=IDLE,
-        control_idle=IDLE,
+        control_connections=IDLE,
+        control_admitted=admitted,
+        control_refused=refused,
         fds_baseline=baseline,
         fds_peak=peak,
         daemon_fd_limit=daemon_limit,

@@ -29,6 +29,7 @@ _APPLICATION_CODES: dict[type[e.RkllmdError], int] = {
     e.PullFailed: -32012,  # data.code: hub_unreachable, checksum_mismatch, ...
     e.ModelInUse: -32013,
     e.ModelPinned: -32014,  # a request would swap out the pinned model
+    e.TooManyConnections: -32015,  # sent once, then the connection is closed
 }
 
 

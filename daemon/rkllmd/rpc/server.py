@@ -4,6 +4,12 @@ One JSON text per line. Each request runs in its own task (bounded per
 connection) so a client can pipeline; answers and notifications share one
 write lock. A peer that goes away cancels nothing by itself, but the next
 notification write fails and that cancels the call (and aborts generation).
+
+Limits (config ``[control]``): at most ``max_connections`` at once, a connection
+beyond that gets one ``too_many_connections`` error and is closed; a connection
+with no call in flight is closed after ``idle_seconds`` without a request. A
+call in flight (a streamed chat, a load or pull sending progress) keeps its
+connection however long it runs.
 """
 
 from __future__ import annotations
@@ -18,14 +24,17 @@ import socket
 import stat
 import struct
 import sys
+import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import AlreadyRunning, ConfigError
+from ..config import ControlSection
+from ..errors import AlreadyRunning, ConfigError, TooManyConnections
 from ..wirejson import dumps_line
 from .dispatch import Dispatcher
-from .errors import INVALID_REQUEST, error_response
+from .errors import INVALID_REQUEST, error_response, rpc_code
 from .methods import CallContext, Peer
 
 logger = logging.getLogger(__name__)
@@ -33,6 +42,8 @@ logger = logging.getLogger(__name__)
 MAX_LINE_BYTES = 1024 * 1024
 MAX_INFLIGHT_PER_CONNECTION = 8
 HANGUP_POLL_SECONDS = 0.25
+# A flood of refused connections logs one line per this many seconds, with a count.
+REFUSAL_LOG_SECONDS = 10.0
 
 
 def peer_of(sock: socket.socket) -> Peer:
@@ -109,15 +120,50 @@ class Connection:
         await self.send({"jsonrpc": "2.0", "method": method, "params": params})
 
 
+class RefusalLog:
+    """Logs refused connections without letting a flood flood the journal."""
+
+    def __init__(self) -> None:
+        self._last = -REFUSAL_LOG_SECONDS
+        self._suppressed = 0
+
+    def refused(self, peer: Peer, limit: int) -> None:
+        now = time.monotonic()
+        if now - self._last < REFUSAL_LOG_SECONDS:
+            self._suppressed += 1
+            return
+        more = (
+            f" ({self._suppressed} more refused since the last report)" if self._suppressed else ""
+        )
+        logger.warning(
+            "control socket: refused a connection from pid %d uid %d: %d connections open, "
+            "the limit (control.max_connections)%s",
+            peer.pid,
+            peer.uid,
+            limit,
+            more,
+        )
+        self._last, self._suppressed = now, 0
+
+
 class ControlServer:
-    def __init__(self, path: Path, dispatcher: Dispatcher, *, group: str | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        dispatcher: Dispatcher,
+        *,
+        group: str | None,
+        limits: Callable[[], ControlSection] = ControlSection,
+    ) -> None:
         self.path = path
         self._dispatcher = dispatcher
         self._group = group
+        self._limits = limits  # read per connection: a reload (SIGHUP) applies at once
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._calls: set[asyncio.Task[None]] = set()
         self._owns_path = True
+        self._refusals = RefusalLog()
 
     async def start(self, inherited: socket.socket | None = None) -> None:
         """Listen on ``inherited`` (socket activation: never unlinked by us) or bind our own."""
@@ -153,22 +199,42 @@ class ControlServer:
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        limits = self._limits()
+        if len(self._connections) >= limits.max_connections:
+            await self._refuse(writer, limits.max_connections)
+            return
         self._connections.add(task)
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, limits.idle_seconds)
         finally:
             self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _refuse(self, writer: asyncio.StreamWriter, limit: int) -> None:
+        self._refusals.refused(peer_of(writer.get_extra_info("socket")), limit)
+        error = TooManyConnections(
+            f"too many control connections ({limit} open); try again later", limit=limit
+        )
+        with contextlib.suppress(ConnectionError):
+            writer.write(
+                dumps_line(error_response(None, rpc_code(error), error.message, error.to_data()))
+            )
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idle_seconds: float
+    ) -> None:
         conn = Connection(writer)
         ctx = CallContext(peer_of(writer.get_extra_info("socket")), conn.notify)
         slots = asyncio.Semaphore(MAX_INFLIGHT_PER_CONNECTION)
         calls: set[asyncio.Task[None]] = set()
+        idle = IdleClock(idle_seconds, calls)
         try:
-            while (line := await self._read_line(reader, conn)) is not None:
+            while (line := await idle.bound(self._read_line(reader, conn))) is not None:
                 if not line.strip():
                     continue
                 await slots.acquire()
@@ -176,6 +242,7 @@ class ControlServer:
                 calls.add(call)
                 self._calls.add(call)
                 call.add_done_callback(self._finished(calls, slots))
+                call.add_done_callback(idle.touch)
             # EOF: a half-closed client still reads its answers; one that hung up
             # entirely cannot, and its calls (and generations) are cancelled.
             await self._until_done_or_hangup(calls, writer.get_extra_info("socket"))
@@ -227,3 +294,44 @@ class ControlServer:
                 await conn.send(answer)
         except ConnectionError:
             logger.debug("control client went away before its answer")
+
+
+class IdleClock:
+    """Ends a connection's wait for its next request once it has been idle too long.
+
+    Idle means no call in flight and nothing received: the clock restarts with
+    every request and whenever a call ends, and never runs out while a call is
+    in flight (a streamed chat or a progress follower can last as long as it
+    needs).
+    """
+
+    def __init__(self, seconds: float, calls: set[asyncio.Task[None]]) -> None:
+        self._seconds = seconds
+        self._calls = calls
+        self._since = time.monotonic()
+
+    def touch(self, _task: object = None) -> None:
+        self._since = time.monotonic()
+
+    async def bound(self, read: Any) -> bytes | None:
+        """``read``'s line, or None once the connection has idled out (logged)."""
+        if not self._seconds:
+            line: bytes | None = await read
+            return line
+        pending = asyncio.ensure_future(read)
+        try:
+            while True:
+                if self._calls:  # wake when a call ends: the idle clock starts then
+                    await asyncio.wait({pending, *self._calls}, return_when=FIRST_COMPLETED)
+                else:
+                    left = self._since + self._seconds - time.monotonic()
+                    if left <= 0:
+                        logger.debug("control connection idle for %.0f s: closed", self._seconds)
+                        return None
+                    await asyncio.wait({pending}, timeout=left)
+                if pending.done():
+                    self.touch()
+                    result: bytes | None = pending.result()
+                    return result
+        finally:
+            pending.cancel()
