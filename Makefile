@@ -7,7 +7,7 @@ MODEL_FILE := SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL := models/$(MODEL_FILE)
 RUN_ARGS ?=
 
-.PHONY: setup models run test test-fast check lint typecheck bench clean
+.PHONY: setup models run test test-fast test-fleet check lint typecheck bench clean
 
 setup: $(VENV)/.setup-done
 
@@ -23,8 +23,14 @@ $(MODEL): | $(VENV)/.setup-done
 run: setup models
 	$(VENV)/bin/rkllmd --models-dir ./models --load $(basename $(MODEL_FILE)) $(RUN_ARGS)
 
+# tests/fleet needs Debian's haproxy; it has its own target (CI runs both).
 test: setup models
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --ignore=tests/fleet
+
+# Three daemons behind a real HAProxy running docs/scale-out.md's configuration,
+# and behind LiteLLM's proxy (its own venv, built once under ~/.cache/rkllmd).
+test-fleet: setup
+	litellm=$$(scripts/litellm-venv.sh) && RKLLMD_TEST_LITELLM=$$litellm $(VENV)/bin/pytest -q tests/fleet
 
 # The inner loop: unit tests, and the transports through real worker processes that
 # host a deterministic fake backend instead of llama.cpp (about a minute).
