@@ -62,6 +62,16 @@ def proc_sample(pid: int) -> tuple[int, int]:
     return rss, len(list(Path(f"/proc/{pid}/fd").iterdir()))
 
 
+def rss_by_minute(samples: list[tuple[float, int, int]], every: float) -> dict[str, int]:
+    """RSS (KiB) of the first sample at or after each ``every``-minute mark, and the last."""
+    marks: dict[str, int] = {}
+    for seconds, rss, _ in samples:
+        mark = int(seconds / 60 // every * every)
+        marks.setdefault(str(mark), rss // 1024)
+    marks[f"{samples[-1][0] / 60:.1f}"] = samples[-1][1] // 1024
+    return marks
+
+
 def slope(points: list[tuple[float, float]]) -> float:
     """Least-squares slope of y over x."""
     n = len(points)
@@ -325,6 +335,7 @@ def main() -> None:
                 "generations": status["counters"],
                 "rss_slope_bytes_per_min": round(rss_slope),
                 "fd_slope_per_min": round(fd_slope, 3),
+                "rss_kib_by_minute": rss_by_minute(soak.samples, args.snapshot_minutes or 5.0),
                 "rss_first_kib": first[1] // 1024,
                 "rss_last_kib": last[1] // 1024,
                 "rss_max_kib": max(s[1] for s in soak.samples) // 1024,
