@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from .props import ModelProps
 from .requests import BackendDefaults, GenerateRequest, GenerationEvent, LoadOptions
 from .slot import ModelSlot
 from .stats import GenerationStats
-from .views import Embeddings, ModelView, QueueInfo, Resident, State, Status
+from .views import Embeddings, LoadFailure, ModelView, QueueInfo, Resident, State, Status
 from .worker.proxy import WorkerProcess
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,22 @@ async def _no_progress(stage: str, fraction: float | None, message: str) -> None
     return None
 
 
+def _check_options(entry: ModelEntry, options: LoadOptions) -> None:
+    """Refuse what the catalogue already knows cannot load, before anything is unloaded."""
+    limit = entry.meta.context_length
+    if options.ctx_size and limit and options.ctx_size > limit:
+        raise LoadFailed(
+            f"ctx_size {options.ctx_size} exceeds the model's limit of {limit} tokens",
+            limit=limit,
+        )
+
+
+def _failure(entry: ModelEntry, exc: Exception) -> LoadFailure:
+    if isinstance(exc, RkllmdError):
+        return LoadFailure(entry.id, exc.code, exc.message, datetime.now(UTC))
+    return LoadFailure(entry.id, "internal_error", "the load failed", datetime.now(UTC))
+
+
 class ModelManager:
     def __init__(
         self,
@@ -81,6 +97,7 @@ class ModelManager:
         self._subject: str | None = None  # model being loaded / failed
         self._reason: str | None = None
         self._resident: _Resident | None = None
+        self._load_failure: LoadFailure | None = None
         self._pending_load: tuple[ModelEntry, LoadOptions, asyncio.Task[None]] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._started = time.monotonic()
@@ -112,6 +129,7 @@ class ModelManager:
             uptime_s=round(time.monotonic() - self._started, 3),
             counters=dict(self.counters),
             version=__version__,
+            load_failure=self._load_failure,
         )
 
     def resident_props(self) -> ModelProps | None:
@@ -197,9 +215,27 @@ class ModelManager:
         if self._is_resident(entry, options):
             await progress("ready", 1.0, f"{entry.id} is already loaded")
             return
-        if self._resident is not None:
-            await progress("unloading", 0.05, f"unloading {self._resident.entry.id}")
+        _check_options(entry, options)  # refused here, the resident model still serves
+        previous = self._resident
+        if previous is not None:
+            await progress("unloading", 0.05, f"unloading {previous.entry.id}")
             await self._unload_locked()
+        try:
+            await self._start(entry, options, progress, pinned=self._pinned_by_config(entry))
+        except Exception as exc:
+            failure = _failure(entry, exc)
+            if previous is not None:
+                failure = await self._restore(previous, failure, progress)
+            self._load_failure = failure
+            if isinstance(exc, RkllmdError) and failure.restored:
+                exc.details["restored"] = failure.restored
+            raise
+        self._load_failure = None
+
+    async def _start(
+        self, entry: ModelEntry, options: LoadOptions, progress: ProgressCallback, *, pinned: bool
+    ) -> None:
+        """Spawn a worker and load ``entry`` into it; on failure the state says why."""
         self._set_state(State.LOADING, subject=entry.id)
         await progress("starting", 0.1, "starting the worker process")
         started = time.monotonic()
@@ -218,15 +254,31 @@ class ModelManager:
             reason = exc.message if isinstance(exc, RkllmdError) else "the load was interrupted"
             self._set_state(State.FAILED, subject=entry.id, reason=reason)
             raise
-        self._resident = _Resident(
-            entry, options, props, worker, pinned=self._pinned_by_config(entry)
-        )
+        self._resident = _Resident(entry, options, props, worker, pinned=pinned)
         self._set_state(State.READY)
         self.metrics.load_seconds.observe(time.monotonic() - started)
         logger.info(
             "loaded %s in %.2f s (worker pid %d)", entry.id, time.monotonic() - started, worker.pid
         )
         await progress("ready", 1.0, f"{entry.id} is ready")
+
+    async def _restore(
+        self, previous: _Resident, failure: LoadFailure, progress: ProgressCallback
+    ) -> LoadFailure:
+        """A load failed after the previous model was unloaded: bring that one back."""
+        old = previous.entry
+        logger.warning(
+            "loading %s failed (%s); loading %s again", failure.model, failure.reason, old.id
+        )
+        await progress("restoring", None, f"{failure.model} failed to load; loading {old.id} again")
+        try:
+            await self._start(old, previous.options, progress, pinned=previous.pinned)
+        except Exception as exc:
+            logger.error("could not load %s again: %s", old.id, exc)
+            reason = f"{failure.reason}; loading {old.id} again failed as well"
+            self._set_state(State.FAILED, subject=failure.model, reason=reason)
+            return failure
+        return replace(failure, restored=old.id)
 
     def _pinned_by_config(self, entry: ModelEntry) -> bool:
         name = self._live.current.generation.pin

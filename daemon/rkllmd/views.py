@@ -46,6 +46,18 @@ class Resident:
 
 
 @dataclass(frozen=True, slots=True)
+class LoadFailure:
+    """The last load that failed, and what the daemon did about it."""
+
+    model: str
+    code: str  # the error's stable code (load_failed, backend_unavailable, ...)
+    reason: str
+    at: datetime
+    # The model that was resident before and was loaded again, when that worked.
+    restored: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     state: State
     # The resident model's id, or the model a load is working on or failed on.
@@ -56,6 +68,9 @@ class Status:
     uptime_s: float
     counters: dict[str, int]
     version: str
+    # Kept until a later load succeeds: a failed load may leave the previous model
+    # serving (state ready), and this says which load failed and why.
+    load_failure: LoadFailure | None = None
 
     @property
     def serving(self) -> bool:

@@ -8,11 +8,24 @@ from typing import Any
 
 from aiohttp import web
 
-from ..views import State
+from ..views import LoadFailure, State
 from .routing import Route
 from .services import services
 
 UNHEALTHY = frozenset({State.LOADING, State.FAILED})
+
+
+def load_failure_body(failure: LoadFailure | None) -> dict[str, Any] | None:
+    """The last failed load; ``restored`` names the model loaded again in its place."""
+    if failure is None:
+        return None
+    return {
+        "model": failure.model,
+        "code": failure.code,
+        "reason": failure.reason,
+        "at": failure.at.isoformat(),
+        "restored": failure.restored,
+    }
 
 
 async def health(request: web.Request) -> web.Response:
@@ -24,6 +37,7 @@ async def health(request: web.Request) -> web.Response:
         "model": status.model,
         "reason": status.reason,
         "queue": {"waiting": status.queue.waiting, "max": status.queue.max},
+        "load_failure": load_failure_body(status.load_failure),
     }
     return web.json_response(body, status=503 if unhealthy else 200)
 

@@ -10,7 +10,19 @@ from typing import Any
 
 from ..catalog.metadata import ModelMeta
 from ..catalog.registry import ModelEntry
-from ..views import ModelView, Status
+from ..views import LoadFailure, ModelView, Status
+
+
+def load_failure(f: LoadFailure | None) -> dict[str, Any] | None:
+    if f is None:
+        return None
+    return {
+        "model": f.model,
+        "code": f.code,
+        "reason": f.reason,
+        "at": f.at.isoformat(),
+        "restored": f.restored,
+    }
 
 
 def status(st: Status) -> dict[str, Any]:
@@ -30,6 +42,9 @@ def status(st: Status) -> dict[str, Any]:
         "version": st.version,
         # Native runtime facts of the resident model (RKLLM: library, version, driver).
         "runtime": r.props.runtime if r else None,
+        # The last load that failed (kept until a load succeeds); ``restored`` names
+        # the model that was loaded again so that it still serves.
+        "load_failure": load_failure(st.load_failure),
     }
 
 
