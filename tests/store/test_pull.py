@@ -187,7 +187,8 @@ def test_sidecar_metadata_wins_and_aliases_resolve(store_daemon, smol_repo: Repo
     store_daemon.call("rescan")
     shown = store_daemon.call("show", model="tiny")
     assert shown["id"] == STEM and shown["name"] == "Smol 135M"
-    assert shown["context_length"] == 2048 and shown["aliases"] == ["tiny", "smol-test"]
+    # The sidecar names the model; its context comes from the GGUF header, trusted more.
+    assert shown["context_length"] == 8192 and shown["aliases"] == ["tiny", "smol-test"]
     assert shown["sampling"] == {"temperature": 0.2}
     assert shown["source"]["repo"] == REPO_ID
     assert store_daemon.call("load", model="SMOL-TEST")["model"] == STEM

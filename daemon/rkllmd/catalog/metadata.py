@@ -1,26 +1,31 @@
 """Per-model metadata: display name, description, type, context length, aliases, source.
 
-Sources, later ones winning field by field:
+Sources:
 1. the pull manifest (``<owner>/<name>/.rkllmd-pull.json``): source repo, revision,
    commit, download time, total size of the model and its technical files;
 2. the Hub's ``config.json`` in the model's folder (context length, type), never for
    files lying directly in the models directory;
 3. the Hub's ``meta.json`` in the same folder (name, description, type, context length);
 4. the user's sidecar ``<model file stem>.rkllmd.json`` next to the model file, the only
-   source of ``aliases`` and ``sampling`` defaults.
+   source of ``aliases`` and ``sampling`` defaults;
+5. the GGUF header (name, architecture, context length, size label, quantisation) and
+   an ``.rkllm`` file name (platform, data type, context).
+Which source wins for which card field is ``describe.py``'s business.
 
-Runs in the registry's scan thread: blocking reads, small files only, per-scan caches.
+Runs in the registry's scan thread: blocking reads, small files only, per-scan caches;
+GGUF headers are cached across scans by file signature (``gguf.HeaderCache``).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .describe import NOTHING, Declared, card
+from .gguf import HeaderCache
 from .manifest import (
     InvalidManifest,
     Manifest,
@@ -32,7 +37,7 @@ from .manifest import (
 logger = logging.getLogger(__name__)
 
 SIDECAR_SUFFIX = ".rkllmd.json"
-MODEL_TYPES = ("chat", "embedding", "image", "speech")
+MODEL_TYPES = ("chat", "embedding", "image", "speech", "draft")
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens")
 _MAX_TEXT = 4096
 _ALIAS = re.compile(r"[^\x00-\x1f\x7f/\\]{1,255}")
@@ -60,6 +65,8 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class ModelMeta:
+    # The card fields, each from its most trusted source (see describe.py); a model
+    # the scan has not described (NO_META) has none.
     name: str | None = None
     description: str | None = None
     type: str | None = None
@@ -67,6 +74,11 @@ class ModelMeta:
     aliases: tuple[str, ...] = ()
     sampling: tuple[tuple[str, float], ...] = ()
     source: Source | None = None
+    # Facts from the file itself: the GGUF header, an .rkllm file name.
+    architecture: str | None = None
+    parameters: str | None = None  # a size label: "135M", "0.5B"
+    quantization: str | None = None  # "Q4_1", "W8A8"
+    platform: str | None = None  # the NPU an .rkllm file was converted for
 
 
 NO_META = ModelMeta()
@@ -79,6 +91,7 @@ class _Scan:
     root: Path
     # Problems already logged, owned by the registry across scans: one line per file.
     warned: set[str]
+    headers: HeaderCache
     manifests: dict[str, Manifest | None] = field(default_factory=dict)
     invalid: set[str] = field(default_factory=set)
     json_files: dict[Path, dict[str, Any] | None] = field(default_factory=dict)
@@ -118,22 +131,26 @@ class _Scan:
         return data
 
 
+# A model file as the walk saw it: relpath -> (real path, size, mtime in ns).
+FileSig = tuple[str, int, int]
+
+
 def collect(
-    root: Path, relpaths: Iterable[str], warned: set[str]
+    root: Path, files: dict[str, FileSig], warned: set[str], headers: HeaderCache
 ) -> tuple[set[str], dict[str, ModelMeta]]:
     """Model files to hide (pending or under a bad manifest) and the metadata of the rest.
 
-    ``warned``: the caller's record of problems already logged (updated here)."""
-    scan = _Scan(root, warned)
+    ``warned``: the caller's record of problems already logged (updated here);
+    ``headers``: the caller's GGUF header cache (pruned here to the files seen)."""
+    scan = _Scan(root, warned, headers)
     hidden: set[str] = set()
     metas: dict[str, ModelMeta] = {}
-    for rel in relpaths:
+    for rel, sig in files.items():
         if _is_unpublished(scan, rel):
             hidden.add(rel)
             continue
-        meta = _meta_for(scan, rel)
-        if meta != NO_META:
-            metas[rel] = meta
+        metas[rel] = _meta_for(scan, rel, sig)
+    headers.retain(set(files.values()))
     return hidden, metas
 
 
@@ -147,47 +164,58 @@ def _is_unpublished(scan: _Scan, rel: str) -> bool:
     return manifest is not None and rel[len(repo_rel) + 1 :] in manifest.pending
 
 
-def _meta_for(scan: _Scan, rel: str) -> ModelMeta:
-    meta = _from_manifest(scan, rel)
+def _meta_for(scan: _Scan, rel: str, sig: FileSig) -> ModelMeta:
     folder = rel.rsplit("/", 1)[0] if "/" in rel else None
+    config = hub = NOTHING
     if folder is not None:  # Hub files never apply to the flat models directory
-        meta = _merge(meta, _from_config(scan.json_object(scan.root / folder / "config.json")))
-        meta = _merge(meta, _from_fields(scan.json_object(scan.root / folder / "meta.json")))
+        config = _from_config(scan.json_object(scan.root / folder / "config.json"))
+        hub = _declared(scan.json_object(scan.root / folder / "meta.json"))
     stem = rel.rsplit(".", 1)[0]
-    sidecar = scan.json_object(scan.root / f"{stem}{SIDECAR_SUFFIX}")
-    meta = _merge(meta, _from_fields(sidecar, user=True))
-    return meta
+    sidecar_data = scan.json_object(scan.root / f"{stem}{SIDECAR_SUFFIX}") or {}
+    is_gguf = rel.lower().endswith(".gguf")
+    described = card(
+        stem.rsplit("/", 1)[-1],
+        "gguf" if is_gguf else "rkllm",
+        sig[1],
+        sidecar=_declared(sidecar_data),
+        hub=hub,
+        config=config,
+        gguf=scan.headers.facts(*sig) if is_gguf else None,
+    )
+    return ModelMeta(
+        name=described.name,
+        description=described.description,
+        type=described.type,
+        context_length=described.context_length,
+        aliases=_aliases(sidecar_data.get("aliases")),
+        sampling=_sampling(sidecar_data.get("sampling")),
+        source=_from_manifest(scan, rel),
+        architecture=described.architecture,
+        parameters=described.parameters,
+        quantization=described.quantization,
+        platform=described.platform,
+    )
 
 
-def _merge(base: ModelMeta, top: ModelMeta) -> ModelMeta:
-    changes = {
-        name: getattr(top, name)
-        for name in ("name", "description", "type", "context_length", "aliases", "sampling")
-        if getattr(top, name) not in (None, ())
-    }
-    return replace(base, **changes) if changes else base
-
-
-def _from_manifest(scan: _Scan, rel: str) -> ModelMeta:
+def _from_manifest(scan: _Scan, rel: str) -> Source | None:
     repo_rel = repo_dir_of(rel)
     manifest = scan.manifest(repo_rel) if repo_rel else None
     if manifest is None or repo_rel is None:
-        return NO_META
+        return None
     inner = rel[len(repo_rel) + 1 :]
     record = manifest.models.get(inner)
     if record is None:
-        return NO_META
+        return None
     sizes = [manifest.files[p].size for p in (inner, *record.files) if p in manifest.files]
-    source = Source(manifest.repo, record.revision, record.commit, record.pulled_at, sum(sizes))
-    return ModelMeta(source=source)
+    return Source(manifest.repo, record.revision, record.commit, record.pulled_at, sum(sizes))
 
 
-def _from_config(data: dict[str, Any] | None) -> ModelMeta:
+def _from_config(data: dict[str, Any] | None) -> Declared:
     if not data:
-        return NO_META
+        return NOTHING
     nested = data.get("text_config") if isinstance(data.get("text_config"), dict) else {}
     context = _context_length(data) or _context_length(nested or {})
-    return ModelMeta(type=_infer_type(data), context_length=context)
+    return Declared(type=_infer_type(data), context_length=context)
 
 
 def _infer_type(config: dict[str, Any]) -> str | None:
@@ -218,17 +246,15 @@ def _text(value: Any) -> str | None:
     return value.strip()[:_MAX_TEXT] or None
 
 
-def _from_fields(data: dict[str, Any] | None, *, user: bool = False) -> ModelMeta:
+def _declared(data: dict[str, Any] | None) -> Declared:
     if not data:
-        return NO_META
+        return NOTHING
     kind = data.get("type")
-    return ModelMeta(
+    return Declared(
         name=_text(data.get("name")),
         description=_text(data.get("description")),
         type=kind if kind in MODEL_TYPES else None,
         context_length=_context_length(data),
-        aliases=_aliases(data.get("aliases")) if user else (),
-        sampling=_sampling(data.get("sampling")) if user else (),
     )
 
 

@@ -25,6 +25,7 @@ import watchfiles
 
 from ..errors import AmbiguousModel, InvalidModelName, ModelNotFound
 from . import scan
+from .gguf import HeaderCache
 from .metadata import NO_META, ModelMeta
 from .scan import CONTROL, DRIVE, TEMP_SUFFIXES, Seen, Walk
 
@@ -222,6 +223,7 @@ class ModelRegistry:
         self._missing = False
         self._warned: frozenset[str] = frozenset()
         self._meta_warned: set[str] = set()  # only the scan thread touches it (one at a time)
+        self._headers = HeaderCache()  # likewise
         self._recheck: asyncio.TimerHandle | None = None
         self._recheck_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -283,7 +285,7 @@ class ModelRegistry:
                 return  # another caller's scan began after our request: nothing to add
             self._scans_started += 1
             number = self._scans_started
-            walk = await asyncio.to_thread(scan.walk, self._dir, self._meta_warned)
+            walk = await asyncio.to_thread(scan.walk, self._dir, self._meta_warned, self._headers)
             self._apply(walk)
             self._last_finished = number
 

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .gguf import HeaderCache
 from .metadata import ModelMeta
 from .metadata import collect as collect_metadata
 
@@ -58,8 +59,9 @@ def _is_nameable(relpath: str) -> bool:
     return "\\" not in relpath and not CONTROL.search(relpath) and not DRIVE.match(relpath)
 
 
-def walk(models_dir: Path, warned: set[str]) -> Walk:
-    """Everything the models dir holds; ``warned`` keeps metadata warnings to one each."""
+def walk(models_dir: Path, warned: set[str], headers: HeaderCache) -> Walk:
+    """Everything the models dir holds; ``warned`` keeps metadata warnings to one each,
+    ``headers`` remembers GGUF headers already read."""
     walk = Walk(started=time.monotonic(), wall=time.time())
     root = os.path.realpath(models_dir)
     if not Path(root).is_dir():
@@ -69,8 +71,8 @@ def walk(models_dir: Path, warned: set[str]) -> Walk:
         while stack:
             _scan_dir(*stack.pop(), root=root, walk=walk, stack=stack)
         # Files a pull is still publishing (or under an unreadable manifest) stay hidden.
-        relpaths = [f.relpath for f in walk.files]
-        hidden, walk.meta = collect_metadata(Path(root), relpaths, warned)
+        files = {f.relpath: (f.realpath, f.size, f.mtime_ns) for f in walk.files}
+        hidden, walk.meta = collect_metadata(Path(root), files, warned, headers)
         walk.files = [f for f in walk.files if f.relpath not in hidden]
     walk.finished = time.monotonic()
     return walk

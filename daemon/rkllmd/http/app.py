@@ -12,6 +12,7 @@ from aiohttp import web
 
 from .. import errors as e
 from . import ops, pulls
+from .cards import CARD_CACHE, CardCache
 from .dialects import openai, rockchip, simplechat, tabby
 from .edge import HostRules, check_auth, check_origin, cors_headers, to_error_response
 from .openapi import openapi
@@ -95,6 +96,7 @@ def build_app(services: Services) -> web.Application:
     )
     app[SERVICES] = services
     app[HOST_RULES] = HostRules(services.config.current.http)
+    app[CARD_CACHE] = CardCache()
     spec = openapi(ROUTES)
     page = ops.docs_page(spec)
     for route in ROUTES:

@@ -100,9 +100,11 @@ def build_methods(
     async def status(ctx: CallContext, p: s.NoParams) -> Any:
         return render.status(manager.status())
 
+    listed = render.ModelRows()
+
     @rpc_method("list", s.NoParams)
     async def list_(ctx: CallContext, p: s.NoParams) -> Any:
-        result: dict[str, Any] = {"models": [render.model(v) for v in manager.list_models()]}
+        result: dict[str, Any] = {"models": listed.rows(manager.list_models())}
         result["pulls"] = await store.pulls() if store is not None else []
         return result
 

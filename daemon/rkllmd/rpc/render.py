@@ -5,6 +5,7 @@ docs/control-protocol.md documents these objects; rkllmctl reads them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -57,6 +58,10 @@ def meta(m: ModelMeta) -> dict[str, Any]:
         "aliases": list(m.aliases),
         "sampling": dict(m.sampling),
         "source": asdict(m.source) if m.source else None,
+        "architecture": m.architecture,
+        "parameters": m.parameters,
+        "quantization": m.quantization,
+        "platform": m.platform,
     }
 
 
@@ -78,3 +83,20 @@ def model(view: ModelView) -> dict[str, Any]:
 def shown(view: ModelView) -> dict[str, Any]:
     props = view.props.to_dict() if view.props else {}
     return {**model(view), "props": props}
+
+
+class ModelRows:
+    """``list``'s rows, rendered again only when the manager's views change (it hands
+    out the same frozen views until the model set or the resident model changes)."""
+
+    def __init__(self) -> None:
+        self._views: tuple[ModelView, ...] = ()
+        self._rows: list[dict[str, Any]] = []
+
+    def rows(self, views: Sequence[ModelView]) -> list[dict[str, Any]]:
+        same = len(views) == len(self._views) and all(
+            a is b for a, b in zip(views, self._views, strict=True)
+        )
+        if not same:
+            self._views, self._rows = tuple(views), [model(v) for v in views]
+        return list(self._rows)

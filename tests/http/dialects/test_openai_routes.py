@@ -15,7 +15,7 @@ async def test_models_list_and_type_filter(client) -> None:
     (card,) = body["data"]
     assert card["id"] == MODEL_ID and card["object"] == "model" and card["owned_by"] == "rkllmd"
     assert card["type"] == "chat" and card["name"] and card["loaded"] is True
-    assert card["contextLength"] == 4096
+    assert card["contextLength"] == 8192  # the model's own limit (GGUF header), not n_ctx
     assert (await (await client.get("/v1/models?type=embedding")).json())["data"] == []
     one = await client.get(f"/v1/models/{MODEL_ID}")
     assert (await one.json())["id"] == MODEL_ID

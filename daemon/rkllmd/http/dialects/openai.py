@@ -21,7 +21,7 @@ from ...chat.parse import Delta
 from ...chat.turn import ChatReply, generate_request
 from ...requests import GenerateRequest, Usage
 from ...wire import NUMBER, EmbedInput, to_sampling
-from ..cards import model_card
+from ..cards import CARD_CACHE, model_card, wanted_type
 from ..edge import read_body
 from ..routing import Route
 from ..schemas import Body, ChatMessageIn, ModelName, NotSupported, Sampling
@@ -227,12 +227,9 @@ def _encode(vector: list[float], encoding: str) -> list[float] | str:
 
 async def list_models(request: web.Request) -> web.Response:
     manager = services(request).manager
-    wanted = request.query.get("type")
-    resident = manager.resident_props()
-    cards = [model_card(v, resident if v.loaded else None) for v in manager.list_models()]
-    if wanted:
-        cards = [c for c in cards if c["type"] == wanted]
-    return web.json_response({"object": "list", "data": cards})
+    wanted = wanted_type(request.query.get("type"))
+    body = request.app[CARD_CACHE].body(manager.list_models(), manager.resident_props(), wanted)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def get_model(request: web.Request) -> web.Response:
@@ -241,7 +238,12 @@ async def get_model(request: web.Request) -> web.Response:
 
 
 ROUTES = (
-    Route("GET", "/v1/models", list_models, "OpenAI model list (?type=chat filters)"),
+    Route(
+        "GET",
+        "/v1/models",
+        list_models,
+        "OpenAI model list; ?type=chat|embedding|image|speech|draft filters",
+    ),
     Route("GET", "/v1/models/{model_id:.+}", get_model, "OpenAI: one model"),
     Route(
         "POST",
