@@ -102,6 +102,9 @@ class HttpSection(_Section):
     first_token_timeout_seconds: float = Field(600.0, gt=0)
     # Whole-request limit for generations; 0 means none.
     request_timeout_seconds: float = Field(0.0, ge=0)
+    # A model name that resolves to nothing on the OpenAI routes: "resident" answers
+    # with the resident model (and says so), "error" answers 404.
+    unknown_model: Literal["resident", "error"] = "resident"
 
     @field_validator("listen")
     @classmethod

@@ -147,6 +147,7 @@ async def library(models: Path) -> ModelRegistry:
         ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),  # unique prefix
         ("phi", "sub/deep/Phi-3.gguf"),
         ("qwen2.5-1", "Qwen2.5-1.5B.rkllm"),
+        ("135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf"),  # a word inside the id
     ],
 )
 async def test_resolve_finds(library: ModelRegistry, name: str, relpath: str) -> None:
@@ -159,6 +160,16 @@ async def test_resolve_ambiguous_prefix_lists_candidates(library: ModelRegistry)
     assert info.value.details["candidates"] == ["Qwen2.5-1.5B", "Qwen2.5-3B"]
     assert "'qwen'" in info.value.message
     assert "Qwen2.5-3B" in info.value.message
+
+
+async def test_resolve_words_inside_ids_only_at_word_starts(library: ModelRegistry) -> None:
+    with pytest.raises(AmbiguousModel) as info:
+        library.resolve("3")  # Phi-3 and Qwen2.5-3B
+    assert info.value.details["candidates"] == ["Phi-3", "Qwen2.5-3B"]
+    with pytest.raises(ModelNotFound):
+        library.resolve("mLM2")  # inside a word, not at its start
+    with pytest.raises(ModelNotFound):
+        library.resolve("test")  # what RockchipLlama's clients send
 
 
 async def test_resolve_unknown_lists_available(library: ModelRegistry, models: Path) -> None:

@@ -148,6 +148,9 @@ def sandbox() -> Iterator[Sandbox]:
         "RKLLMD_HUB__ENDPOINT": hub.url,
         "RKLLMD_HUB__MIN_FREE_BYTES": "0",
         "RKLLMD_GENERATION__DEFAULT_MAX_TOKENS": "4",
+        # A name that resolves to nothing must come back as the 404 it is: by default
+        # the OpenAI routes would answer it with the resident model instead.
+        "RKLLMD_HTTP__UNKNOWN_MODEL": "error",
     }
     try:
         with running_daemon(models, env=env, args=["--load", MODEL_ID]) as daemon:

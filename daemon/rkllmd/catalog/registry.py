@@ -40,6 +40,7 @@ _IDLE_YIELD_MS = 500  # awatch yields this often when idle, so due rescans can r
 _MISSING_POLL = 1.0
 _MAX_BACKOFF = 30.0
 _IDS_IN_MESSAGE = 20
+_WORD_BREAKS = "-_./ "
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,19 @@ class _Snapshot:
         folded = sorted((e.id.casefold(), e.id) for e in entries)  # for prefix search
         self.fold_keys = [k for k, _ in folded]
         self.fold_entries = [self.by_id[i] for _, i in folded]
+
+    def word_prefixed(self, prefix: str) -> list[ModelEntry]:
+        """Ids with a word (after ``-``, ``_``, ``.``, ``/``) starting with ``prefix``:
+        ``gemma-3-270m`` finds ``google_gemma-3-270m-w8a8-...-rk3588``. A linear scan,
+        reached only when every cheaper way found nothing."""
+        found = []
+        for key, entry in zip(self.fold_keys, self.fold_entries, strict=True):
+            at = key.find(prefix, 1)
+            while at > 0 and key[at - 1] not in _WORD_BREAKS:
+                at = key.find(prefix, at + 1)
+            if at > 0:
+                found.append(entry)
+        return found
 
     def prefixed(self, prefix: str) -> list[ModelEntry]:
         i = bisect.bisect_left(self.fold_keys, prefix)
@@ -254,6 +268,7 @@ class ModelRegistry:
             or snap.by_alias.get(folded)
             or snap.by_fold.get(folded)
             or snap.prefixed(folded)
+            or snap.word_prefixed(folded)
         )
         return _pick(name, matches, snap)
 

@@ -18,6 +18,7 @@ from .edge import HostRules, check_auth, check_origin, cors_headers, to_error_re
 from .openapi import openapi
 from .routing import Handler, Route
 from .services import SERVICES, Services
+from .streaming import say_unresolved
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def build_app(services: Services) -> web.Application:
     app[SERVICES] = services
     app[HOST_RULES] = HostRules(services.config.current.http)
     app[CARD_CACHE] = CardCache()
+    app.on_response_prepare.append(say_unresolved)
     spec = openapi(ROUTES)
     page = ops.docs_page(spec)
     for route in ROUTES:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -18,6 +19,7 @@ from ..config import HttpSection
 from ..manager import ModelManager
 from ..requests import DoneEvent, GenerateRequest, GenerationEvent, TokenEvent
 from .errors import error_body
+from .services import services
 from .sse import Deadline, EventStream
 
 FINISH = {"stop": "stop", "length": "length", "abort": "stop"}
@@ -56,6 +58,38 @@ class Run:
     def finish(self) -> str:
         """The OpenAI finish reason."""
         return FINISH[self.done.finish_reason]
+
+
+UNRESOLVED = web.RequestKey("unresolved_model", str)  # the name that resolved to nothing
+NOT_FOUND_HEADER = "X-Rkllmd-Model-Not-Found"
+
+
+def model_to_use(request: web.Request, name: str | None) -> str | None:
+    """The model to ask the manager for on the OpenAI routes.
+
+    A name that resolves to nothing is answered by the resident model when
+    ``http.unknown_model`` is "resident" and a model is resident: the answer's
+    ``model`` then names the resident one and a response header repeats the name
+    that was not found. Otherwise (nothing resident, "error") it is the usual 404.
+    """
+    svc = services(request)
+    if name is None or svc.config.current.http.unknown_model == "error":
+        return name
+    try:
+        svc.registry.resolve(name)
+    except e.ModelNotFound:
+        if svc.manager.status().resident is None:
+            raise
+        request[UNRESOLVED] = name
+        return None
+    return name
+
+
+async def say_unresolved(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: name the model that was not found, whatever the answer's shape."""
+    name = request.get(UNRESOLVED)
+    if name is not None:
+        response.headers[NOT_FOUND_HEADER] = quote(name, safe=" !#$&'()*+,/:;=?@[]~")
 
 
 @asynccontextmanager

@@ -99,9 +99,16 @@ def test_sampling_parameters_are_honoured(api: openai.OpenAI) -> None:
 
 
 def test_error_shapes_through_the_client(api: openai.OpenAI) -> None:
-    with pytest.raises(openai.NotFoundError) as missing:
-        api.chat.completions.create(model="no-such-model", messages=MESSAGES)
-    assert missing.value.code == "model_not_found" and MODEL_ID in str(missing.value)
+    with pytest.raises(openai.BadRequestError) as invalid:
+        api.chat.completions.create(model="../no-such-model", messages=MESSAGES)
+    assert invalid.value.code == "invalid_model_name"
+    # A name that resolves to nothing is answered by the resident model (the default
+    # http.unknown_model = "resident"), which the reply names.
+    raw = api.chat.completions.with_raw_response.create(
+        model="no-such-model", messages=MESSAGES, max_tokens=2
+    )
+    assert raw.headers["X-Rkllmd-Model-Not-Found"] == "no-such-model"
+    assert raw.parse().model == MODEL_ID
     with pytest.raises(openai.BadRequestError) as bad:
         api.chat.completions.create(model="smollm2", messages=MESSAGES, temperature=9)
     assert bad.value.code == "invalid_params"

@@ -26,6 +26,11 @@ async def test_rockchip_llama_dialect(client) -> None:
     assert response.status == 200 and body["success"] and body["model_name"] == MODEL_ID
     assert any("num_npu_core" in note for note in body["notes"])
     loaded = await (await client.get("/v1/models/loaded")).json()
-    assert loaded == {"loaded": True, "model_name": MODEL_ID, "state": "ready"}
+    assert loaded == {
+        "loaded": True,
+        "model_name": MODEL_ID,
+        "model_path": f"{MODEL_ID}.gguf",
+        "state": "ready",
+    }
     card = await (await client.get("/v1/model")).json()
     assert card["parameters"]["max_seq_len"] == 512

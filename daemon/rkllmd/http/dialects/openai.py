@@ -27,7 +27,7 @@ from ..routing import Route
 from ..schemas import Body, ChatMessageIn, ModelName, NotSupported, Sampling
 from ..services import services
 from ..sse import EventStream
-from ..streaming import Run, generation, streamed
+from ..streaming import Run, generation, model_to_use, streamed
 
 # --- request bodies ----------------------------------------------------------------
 
@@ -125,7 +125,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     config = svc.config.current
     body = await read_body(request, ChatCompletionRequest, config.http)
     generate = chat_request(body, config.generation.default_max_tokens)
-    async with generation(svc.manager, config.http, generate, body.model) as run:
+    model = model_to_use(request, body.model)
+    async with generation(svc.manager, config.http, generate, model) as run:
         props = svc.manager.resident_props()
         opens = bool(props and props.reasoning_starts_open)
         reply = ChatReply(tools=bool(body.tools), starts_in_reasoning=opens)
@@ -175,7 +176,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, CompletionRequest, config.http)
     sampling = to_sampling(body, body.max_tokens, config.generation.default_max_tokens)
     generate = GenerateRequest(prompt=body.text(), sampling=sampling)
-    async with generation(svc.manager, config.http, generate, body.model) as run:
+    model = model_to_use(request, body.model)
+    async with generation(svc.manager, config.http, generate, model) as run:
         answer = Answer("cmpl-", "text_completion", run.model_id)
 
         def piece(text: str, finish: str | None) -> dict[str, Any]:
@@ -200,7 +202,7 @@ async def embeddings(request: web.Request) -> web.Response:
     svc = services(request)
     body = await read_body(request, EmbeddingRequest, svc.config.current.http)
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
-    result = await svc.manager.embed(texts, body.model)
+    result = await svc.manager.embed(texts, model_to_use(request, body.model))
     data = [
         {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
         for i, v in enumerate(result.vectors)

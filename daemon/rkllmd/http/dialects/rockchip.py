@@ -83,10 +83,13 @@ async def unload(request: web.Request) -> web.Response:
 
 async def loaded(request: web.Request) -> web.Response:
     status = services(request).manager.status()
+    resident = status.resident if status.serving else None
     return web.json_response(
         {
-            "loaded": status.serving,
-            "model_name": status.model if status.serving else None,
+            "loaded": resident is not None,
+            "model_name": resident.entry.id if resident else None,
+            # Relative to the models directory: the daemon never shows absolute paths.
+            "model_path": resident.entry.relpath if resident else None,
             "state": status.state.value,
         }
     )
