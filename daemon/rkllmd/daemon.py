@@ -17,6 +17,7 @@ import signal
 import socket
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .catalog.registry import ModelRegistry
@@ -41,6 +42,17 @@ STUCK_CHECK_SECONDS = 5.0
 TEST_BLOCK_ENV = "_RKLLMD_TEST_BLOCK_LOOP_SECONDS"
 
 
+@dataclass(frozen=True, slots=True)
+class Running:
+    """What a successful start brought up, for the orderly stop."""
+
+    registry: ModelRegistry
+    manager: ModelManager
+    store: ModelStore
+    control: ControlServer
+    http: HttpServer | None
+
+
 class Daemon:
     def __init__(self, config: Config, cli: Mapping[str, Any]) -> None:
         self.live = LiveConfig(config)
@@ -55,6 +67,39 @@ class Daemon:
         return self.live.current
 
     async def run(self) -> int:
+        self._install_stop_signals()  # first: a SIGTERM during start-up still cleans up
+        async with contextlib.AsyncExitStack() as undo:
+            parts = await self._start(undo)
+            # Started: the orderly stop below replaces the undo steps of a failed start.
+            undo.pop_all()
+        self._notifier.ready(self._status_line(parts.manager))
+        logger.info(
+            "ready; control socket %s, %d models in %s",
+            parts.control.path,
+            len(parts.registry.entries()),
+            self.config.models_dir,
+        )
+
+        await self._stop.wait()
+
+        self._notifier.stopping()
+        logger.info("stopping: draining for up to %.0f s", self.config.drain_seconds)
+        await parts.control.stop_accepting()
+        if parts.http is not None:
+            await parts.http.stop_accepting()
+        await parts.store.close(self.config.drain_seconds)  # cancels pulls; parts resumable
+        await parts.manager.shutdown(self.config.drain_seconds)
+        await parts.control.close()
+        if parts.http is not None:
+            await parts.http.close()
+        await self._cancel_background()
+        logger.info("stopped")
+        return 0
+
+    async def _start(self, undo: contextlib.AsyncExitStack) -> Running:
+        """Bring everything up; each step registers in ``undo`` how to take it down
+        again, so a start that fails half-way (a taken HTTP port, another daemon on
+        the socket) leaves no socket file, folder, worker or task behind."""
         cfg = self.config
         registry = ModelRegistry(
             cfg.models_dir,
@@ -63,8 +108,10 @@ class Daemon:
         )
         await registry.scan()
         manager = ModelManager(self.live, registry)
+        undo.push_async_callback(manager.shutdown, 0.0)
         store = ModelStore(cfg.models_dir, registry, manager, self.live)
         await store.start()  # removes orphaned pull staging
+        undo.push_async_callback(store.close, 0.0)
         methods = build_methods(manager, registry, self.live, store)
         control = ControlServer(
             cfg.control_socket(),
@@ -74,37 +121,20 @@ class Daemon:
         )
         inherited = inherited_sockets()
         await control.start(inherited.get("control"))
+        undo.push_async_callback(control.close)
         http = await self._start_http(
             Services(manager, registry, self.live, store), inherited.get("http")
         )
+        if http is not None:
+            undo.push_async_callback(http.close)
         self._install_signals(manager, registry)
+        undo.push_async_callback(self._cancel_background)
         self._spawn(registry.watch(self._stop))
         self._spawn(self._watchdog(manager))
         manager.on_change = lambda: self._notifier.status(self._status_line(manager))
-        await self._initial_load(manager, registry)
-        self._notifier.ready(self._status_line(manager))
-        logger.info(
-            "ready; control socket %s, %d models in %s",
-            control.path,
-            len(registry.entries()),
-            cfg.models_dir,
-        )
-
-        await self._stop.wait()
-
-        self._notifier.stopping()
-        logger.info("stopping: draining for up to %.0f s", self.config.drain_seconds)
-        await control.stop_accepting()
-        if http is not None:
-            await http.stop_accepting()
-        await store.close(self.config.drain_seconds)  # cancels pulls; parts stay resumable
-        await manager.shutdown(self.config.drain_seconds)
-        await control.close()
-        if http is not None:
-            await http.close()
-        await self._cancel_background()
-        logger.info("stopped")
-        return 0
+        if not self._stop.is_set():  # no load for a daemon already told to stop
+            await self._initial_load(manager, registry)
+        return Running(registry, manager, store, control, http)
 
     async def _start_http(
         self, services: Services, inherited: socket.socket | None
@@ -132,10 +162,13 @@ class Daemon:
             # Stay up: the owner can fix the model and load again over the socket.
             logger.error("could not load %r at start: %s", self.config.load, exc.message)
 
-    def _install_signals(self, manager: ModelManager, registry: ModelRegistry) -> None:
+    def _install_stop_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+
+    def _install_signals(self, manager: ModelManager, registry: ModelRegistry) -> None:
+        loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload(manager, registry)))
         block = os.environ.get(TEST_BLOCK_ENV)
         if block:  # test hook: SIGUSR2 wedges the event loop (watchdog tests only)

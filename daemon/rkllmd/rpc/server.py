@@ -72,6 +72,16 @@ def _claim_path(path: Path) -> None:
     raise AlreadyRunning(f"another rkllmd is already answering on {path}")
 
 
+def missing_dirs(path: Path) -> list[Path]:
+    """The folders above ``path`` that do not exist yet, innermost first."""
+    missing = []
+    for folder in path.parents:
+        if folder.exists():
+            break
+        missing.append(folder)
+    return missing
+
+
 def bind_control_socket(path: Path, group: str | None) -> socket.socket:
     if not path.parent.exists():
         path.parent.mkdir(mode=0o755 if path.parent.parent == Path("/run") else 0o700, parents=True)
@@ -81,11 +91,19 @@ def bind_control_socket(path: Path, group: str | None) -> socket.socket:
     old = os.umask(0o117)
     try:
         sock.bind(str(path))
+    except BaseException:
+        sock.close()
+        raise
     finally:
         os.umask(old)
-    _set_group(path, group)
-    sock.listen(64)
-    sock.setblocking(False)
+    try:
+        _set_group(path, group)
+        sock.listen(64)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        path.unlink(missing_ok=True)
+        raise
     return sock
 
 
@@ -163,6 +181,7 @@ class ControlServer:
         self._connections: set[asyncio.Task[None]] = set()
         self._calls: set[asyncio.Task[None]] = set()
         self._owns_path = True
+        self._made: list[Path] = []  # folders start() created for the socket
         self._refusals = RefusalLog()
 
     async def start(self, inherited: socket.socket | None = None) -> None:
@@ -170,22 +189,36 @@ class ControlServer:
         self._owns_path = inherited is None
         if inherited is not None:
             self.path = Path(inherited.getsockname())
-        sock = inherited or bind_control_socket(self.path, self._group)
+        else:
+            self._made = missing_dirs(self.path)
         # Python 3.13 unlinks a Unix server's socket file when the server closes
         # (cleanup_socket), even systemd's: which would leave rkllmd.socket listening
         # on a path nobody can reach. stop_accepting removes only our own.
         keep_file: dict[str, Any] = {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
-        self._server = await asyncio.start_unix_server(
-            self._on_connect, sock=sock, limit=MAX_LINE_BYTES, **keep_file
-        )
+        try:
+            sock = inherited or bind_control_socket(self.path, self._group)
+            self._server = await asyncio.start_unix_server(
+                self._on_connect, sock=sock, limit=MAX_LINE_BYTES, **keep_file
+            )
+        except BaseException:
+            self._remove_folders()  # a failed bind leaves no socket file of its own
+            raise
         logger.info("control socket listening on %s", self.path)
 
     async def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(OSError):
-                if self._owns_path:
+            if self._owns_path:  # systemd's socket file stays for the next start
+                with contextlib.suppress(OSError):
                     self.path.unlink()
+                self._remove_folders()
+
+    def _remove_folders(self) -> None:
+        """The folders start() made for the socket, if nobody put anything else there."""
+        for folder in self._made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        self._made = []
 
     async def close(self, grace: float = 2.0) -> None:
         """Let calls that are finishing send their answers, then drop everyone."""
