@@ -8,6 +8,7 @@ what goes wrong after the first byte in-band, then ends the stream.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import quote
@@ -21,6 +22,8 @@ from ..requests import DoneEvent, GenerateRequest, GenerationEvent, TokenEvent
 from .errors import error_body
 from .services import services
 from .sse import Deadline, EventStream
+
+logger = logging.getLogger(__name__)
 
 FINISH = {"stop": "stop", "length": "length", "abort": "stop"}
 
@@ -110,9 +113,15 @@ async def streamed(
     """Open an SSE (or NDJSON) stream, let ``send_all`` fill it, and end it."""
     stream = await EventStream.open(request, ndjson=ndjson)
     try:
-        await send_all(stream)
-    except e.RkllmdError as exc:
-        body = error_body(exc)
-        await stream.send({"type": "error", **body} if ndjson else body)
-    await stream.done()
+        try:
+            await send_all(stream)
+        except e.RkllmdError as exc:
+            body = error_body(exc)
+            await stream.send({"type": "error", **body} if ndjson else body)
+        await stream.done()
+    except ConnectionError:
+        # The client left before aiohttp noticed and cancelled this handler (most
+        # often between the last piece and the end of the stream). The generation
+        # is already stopped; there is nobody left to tell, and nothing to log.
+        logger.debug("client left during the stream of %s", request.path)
     return stream.response
