@@ -91,6 +91,9 @@ class HttpSection(_Section):
     api_key: str | None = None
     # Management routes (load/unload/download) need this key when set.
     admin_key: str | None = None
+    # With admin_key set, a request that would load or replace a model by naming
+    # it (chat, completions, embeddings) needs the admin key too, unless this is on.
+    allow_inference_loads: bool = False
     allow_unauthenticated_remote: bool = False
     # Extra Host header values accepted besides loopback names (DNS-rebinding guard).
     allowed_hosts: list[str] = []

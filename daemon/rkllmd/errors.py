@@ -212,6 +212,12 @@ class PermissionDenied(Forbidden):
     code = "permission_denied"
 
 
+class LoadNotPermitted(PermissionDenied):
+    """A request would load or replace a model, and its key may not (``model``)."""
+
+    code = "load_not_permitted"
+
+
 class RequestTimeout(RkllmdError):
     code = "request_timeout"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from . import __version__
 from .catalog.registry import ModelEntry, ModelRegistry
 from .config import LiveConfig
-from .errors import LoadFailed, ModelPinned, NoModelLoaded, RkllmdError
+from .errors import LoadFailed, LoadNotPermitted, ModelPinned, NoModelLoaded, RkllmdError
 from .metrics import Metrics
 from .props import ModelProps
 from .requests import BackendDefaults, GenerateRequest, GenerationEvent, LoadOptions
@@ -331,12 +331,15 @@ class ModelManager:
 
     @asynccontextmanager
     async def generation(
-        self, request: GenerateRequest, model: str | None = None
+        self, request: GenerateRequest, model: str | None = None, *, may_load: bool = True
     ) -> AsyncIterator[Generation]:
-        """Hold the slot for one generation; leaving the block early aborts it."""
+        """Hold the slot for one generation; leaving the block early aborts it.
+
+        ``may_load`` False: refuse (LoadNotPermitted) rather than load or replace a
+        model for this request; what is resident serves it as usual."""
         entry = self._registry.resolve(model) if model else None
         async with self._slot.hold(bounded=True):
-            resident = await self._ensure_resident(entry)
+            resident = await self._ensure_resident(entry, may_load)
             self._set_state(State.GENERATING)
             events = self._stats.track(
                 resident.worker.generate(request, self._live.current.worker.abort_grace_seconds)
@@ -349,16 +352,18 @@ class ModelManager:
                     self._set_state(State.READY)
         self._arm_idle_timer()
 
-    async def embed(self, texts: list[str], model: str | None = None) -> Embeddings:
-        """Embeddings from the resident (or requested) model."""
+    async def embed(
+        self, texts: list[str], model: str | None = None, *, may_load: bool = True
+    ) -> Embeddings:
+        """Embeddings from the resident (or requested) model (``may_load`` as above)."""
         entry = self._registry.resolve(model) if model else None
         async with self._slot.hold(bounded=True):
-            resident = await self._ensure_resident(entry)
+            resident = await self._ensure_resident(entry, may_load)
             vectors, tokens = await resident.worker.embed(texts)
         self._arm_idle_timer()
         return Embeddings(resident.entry.id, vectors, tokens)
 
-    async def _ensure_resident(self, entry: ModelEntry | None) -> _Resident:
+    async def _ensure_resident(self, entry: ModelEntry | None, may_load: bool) -> _Resident:
         resident = self._resident
         if (
             resident is not None
@@ -374,6 +379,11 @@ class ModelManager:
             raise ModelPinned(
                 f"{resident.entry.id} is pinned; only an explicit load can replace it",
                 pinned=resident.entry.id,
+            )
+        if not may_load:
+            raise LoadNotPermitted(
+                f"{entry.id} is not loaded; loading it for a request needs the admin key",
+                model=entry.id,
             )
         await self._load_even_if_cancelled(entry)
         assert self._resident is not None

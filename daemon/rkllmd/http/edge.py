@@ -113,6 +113,14 @@ def key_access(request: web.Request, http: HttpSection) -> Access:
     return Access.NONE
 
 
+def may_load_models(request: web.Request, http: HttpSection) -> bool:
+    """Whether a request naming a model that is not resident may have it loaded
+    (an implicit load replaces what is resident). Loading is management: with an
+    admin key set only that key may, unless ``http.allow_inference_loads``; without
+    one, whoever may use the API may load (``key_access`` gives them ADMIN)."""
+    return http.allow_inference_loads or key_access(request, http) is Access.ADMIN
+
+
 def check_auth(request: web.Request, http: HttpSection, admin: bool) -> Access:
     """Refuse a request its key does not allow: 401 without a valid key, 403 for a
     valid API key on a management route. Returns the request's access."""

@@ -97,10 +97,17 @@ async def say_unresolved(request: web.Request, response: web.StreamResponse) -> 
 
 @asynccontextmanager
 async def generation(
-    manager: ModelManager, http: HttpSection, request: GenerateRequest, model: str | None
+    manager: ModelManager,
+    http: HttpSection,
+    request: GenerateRequest,
+    model: str | None,
+    *,
+    may_load: bool,
 ) -> AsyncIterator[Run]:
+    """``may_load``: whether this request's key may load or replace a model
+    (``edge.may_load_models``); each dialect passes it, none can forget it."""
     deadline = Deadline(http.first_token_timeout_seconds, http.request_timeout_seconds)
-    async with manager.generation(request, model) as gen:
+    async with manager.generation(request, model, may_load=may_load) as gen:
         yield Run(gen.model_id, gen.events, deadline, await deadline.next(gen.events))
 
 

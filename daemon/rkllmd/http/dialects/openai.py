@@ -22,7 +22,7 @@ from ...chat.turn import ChatReply, generate_request
 from ...requests import GenerateRequest, Usage
 from ...wire import NUMBER, EmbedInput, to_sampling
 from ..cards import CARD_CACHE, model_card, wanted_type
-from ..edge import read_body
+from ..edge import may_load_models, read_body
 from ..routing import Route
 from ..schemas import Body, ChatMessageIn, ModelName, NotSupported, Sampling
 from ..services import services
@@ -126,7 +126,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, ChatCompletionRequest, config.http)
     generate = chat_request(body, config.generation.default_max_tokens)
     model = model_to_use(request, body.model)
-    async with generation(svc.manager, config.http, generate, model) as run:
+    async with generation(
+        svc.manager,
+        config.http,
+        generate,
+        model,
+        may_load=may_load_models(request, config.http),
+    ) as run:
         props = svc.manager.resident_props()
         opens = bool(props and props.reasoning_starts_open)
         reply = ChatReply(tools=bool(body.tools), starts_in_reasoning=opens)
@@ -177,7 +183,13 @@ async def completions(request: web.Request) -> web.StreamResponse:
     sampling = to_sampling(body, body.max_tokens, config.generation.default_max_tokens)
     generate = GenerateRequest(prompt=body.text(), sampling=sampling)
     model = model_to_use(request, body.model)
-    async with generation(svc.manager, config.http, generate, model) as run:
+    async with generation(
+        svc.manager,
+        config.http,
+        generate,
+        model,
+        may_load=may_load_models(request, config.http),
+    ) as run:
         answer = Answer("cmpl-", "text_completion", run.model_id)
 
         def piece(text: str, finish: str | None) -> dict[str, Any]:
@@ -200,9 +212,12 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def embeddings(request: web.Request) -> web.Response:
     svc = services(request)
-    body = await read_body(request, EmbeddingRequest, svc.config.current.http)
+    http = svc.config.current.http
+    body = await read_body(request, EmbeddingRequest, http)
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
-    result = await svc.manager.embed(texts, model_to_use(request, body.model))
+    result = await svc.manager.embed(
+        texts, model_to_use(request, body.model), may_load=may_load_models(request, http)
+    )
     data = [
         {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
         for i, v in enumerate(result.vectors)

@@ -13,7 +13,7 @@ from pydantic import ConfigDict, Field
 from ... import errors as e
 from ...requests import ChatMessage, GenerateRequest, Sampling
 from ...wire import NUMBER
-from ..edge import read_body
+from ..edge import may_load_models, read_body
 from ..routing import Route
 from ..schemas import Body, ChatMessageIn, ModelName
 from ..services import services
@@ -69,7 +69,13 @@ async def chat(request: web.Request) -> web.StreamResponse:
     config = svc.config.current
     body = await read_body(request, SimpleChatRequest, config.http)
     generate = _generate_request(body, config.generation.default_max_tokens)
-    async with generation(svc.manager, config.http, generate, body.model) as run:
+    async with generation(
+        svc.manager,
+        config.http,
+        generate,
+        body.model,
+        may_load=may_load_models(request, config.http),
+    ) as run:
         if not request.path.endswith("/stream"):
             content = await run.text()
             return web.json_response(
