@@ -12,6 +12,7 @@ NOT_RPC = {
     e.AlreadyRunning,
     e.AuthenticationFailed,
     e.Forbidden,
+    e.PermissionDenied,
     e.RequestTimeout,
     e.PayloadTooLarge,
     e.UnsupportedMediaType,

@@ -30,6 +30,8 @@ _APPLICATION_CODES: dict[type[e.RkllmdError], int] = {
     e.ModelInUse: -32013,
     e.ModelPinned: -32014,  # a request would swap out the pinned model
     e.TooManyConnections: -32015,  # sent once, then the connection is closed
+    # Not raised by control calls today (local admins may load), mapped all the same.
+    e.LoadNotPermitted: -32016,
 }
 
 
