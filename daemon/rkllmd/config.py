@@ -116,6 +116,14 @@ class HttpSection(_Section):
         return value
 
 
+class SimpleChatSection(_Section):
+    """The simple chat dialect's default models (/chat/regular, /chat/vision)."""
+
+    # Model names (id, file name, prefix or alias); not set: the resident model.
+    default_regular_model: str | None = None
+    default_vision_model: str | None = None
+
+
 class VisionSection(_Section):
     """Limits on the images a request may carry (see images.py)."""
 
@@ -169,6 +177,7 @@ class Config(_Section):
     http: HttpSection = HttpSection()
     hub: HubSection = HubSection()
     vision: VisionSection = VisionSection()
+    simplechat: SimpleChatSection = SimpleChatSection()
     config_file: Path | None = None
 
     @field_validator("socket")

@@ -298,7 +298,9 @@ def _http_outcome(status: int, raw: bytes, path: str) -> str:
     if status == 400 and raw.startswith(b"Got more than 8190 bytes"):
         return "400 request line too long (aiohttp)"  # refused before any handler runs
     try:
-        code = json.loads(raw)["error"]["code"]
+        body = json.loads(raw)
+        # The simple chat dialect answers {"detail", "code"}, the others {"error": {...}}.
+        code = body["error"]["code"] if "error" in body else body["code"]
     except (ValueError, KeyError, TypeError):
         return f"{status} non-JSON {raw[:200]!r}"
     return f"{status} {code}" if code in OK_HTTP.get(status, ()) else f"BAD {status} {code}"

@@ -61,14 +61,20 @@ def error_body(error: e.RkllmdError, param: str | None = None) -> dict[str, Any]
     return {"error": body}
 
 
+def error_headers(error: e.RkllmdError) -> dict[str, str]:
+    """The headers of an error answer, whatever its body's shape."""
+    status = http_status(error)
+    if isinstance(error, e.QueueFull):
+        return {"Retry-After": str(error.retry_after)}
+    if status < 500 and status != 408:
+        # openai-python retries 408/409/429/5xx unless told not to.
+        return {"x-should-retry": "false"}
+    return {}
+
+
 def error_response(error: e.RkllmdError, param: str | None = None) -> web.Response:
     status = http_status(error)
-    headers = {}
-    if isinstance(error, e.QueueFull):
-        headers["Retry-After"] = str(error.retry_after)
-    elif status < 500 and status != 408:
-        # openai-python retries 408/409/429/5xx unless told not to.
-        headers["x-should-retry"] = "false"
+    headers = error_headers(error)
     return web.Response(
         status=status,
         # TabbyAPI's Go client reads a top-level ``message``; OpenAI clients read ``error``.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -116,15 +117,21 @@ async def streamed(
     send_all: Callable[[EventStream], Awaitable[None]],
     *,
     ndjson: bool = False,
+    error_event: Callable[[e.RkllmdError], dict[str, Any]] | None = None,
 ) -> web.StreamResponse:
-    """Open an SSE (or NDJSON) stream, let ``send_all`` fill it, and end it."""
+    """Open an SSE (or NDJSON) stream, let ``send_all`` fill it, and end it.
+
+    ``error_event``: the dialect's own shape of an error after the first byte."""
     stream = await EventStream.open(request, ndjson=ndjson)
     try:
         try:
             await send_all(stream)
         except e.RkllmdError as exc:
-            body = error_body(exc)
-            await stream.send({"type": "error", **body} if ndjson else body)
+            if error_event is not None:
+                await stream.send(error_event(exc))
+            else:
+                body = error_body(exc)
+                await stream.send({"type": "error", **body} if ndjson else body)
         await stream.done()
     except ConnectionError:
         # The client left before aiohttp noticed and cancelled this handler (most
