@@ -46,7 +46,11 @@ async def test_the_api_key_cannot_load_or_replace(make_client: MakeClient, smol_
     embed = {"model": "smollm2-135m", "input": "hello"}
     await refused(await client.post("/v1/embeddings", json=embed, headers=USER), MODEL_ID)
     simple = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Hi"}]}
-    await refused(await client.post("/chat", json=simple, headers=USER), MODEL_ID)
+    # The simple chat dialect answers in its own shape ({"detail", "code", ...}).
+    response = await client.post("/chat", json=simple, headers=USER)
+    body = await response.json()
+    assert response.status == 403 and body["code"] == "load_not_permitted"
+    assert body["model"] == MODEL_ID and MODEL_ID in body["detail"]
     assert resident(client) is None  # nothing was loaded by any of them
 
     # The admin key loads by naming the model, like an explicit load.
