@@ -84,7 +84,10 @@ def test_corrupt_bytes_fail_the_checksum_and_publish_nothing(
         store_daemon.call("load", model=STEM)
     assert err.value.data["code"] == "model_not_found"
 
-    smol_repo.faults.clear()  # the Hub heals: the next pull works, verified parts reused
+    # No "resumable" ghost: a checksum failure discards what the transfer staged.
+    assert store_daemon.call("list")["pulls"] == []
+    assert staged_files(store_daemon.models_dir) == set()
+    smol_repo.faults.clear()  # the Hub heals: the next pull works
     result, _ = pull(store_daemon, repo=REPO_ID)
     assert result["models"] == [STEM]
 

@@ -162,3 +162,13 @@ def test_no_remove_while_the_repo_is_being_pulled(
     assert remove_error(store_daemon, model="a").data["code"] == "model_in_use"
     assert remove_error(store_daemon, all=True).data["code"] == "model_in_use"
     client.close()
+
+
+def test_a_pinned_model_needs_force(start_daemon, models_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    place_model(models_dir)
+    daemon = start_daemon(models_dir, env={"RKLLMD_GENERATION__PIN": "smollm2"})
+    error = remove_error(daemon, model="smollm2")
+    assert error.code == -32014 and error.data["code"] == "model_pinned"
+    assert error.data["pinned"] == MODEL_ID
+    assert remove_error(daemon, all=True).data["code"] == "model_pinned"
+    assert daemon.call("remove", model="smollm2", force=True)["removed"] == [MODEL_ID]

@@ -11,7 +11,7 @@ import logging
 from aiohttp import web
 
 from .. import errors as e
-from . import ops, pulls
+from . import ops, pulls, removal
 from .cards import CARD_CACHE, CardCache
 from .dialects import openai, rockchip, simplechat, tabby
 from .edge import HostRules, check_auth, check_origin, cors_headers, to_error_response
@@ -33,6 +33,7 @@ ROUTES: tuple[Route, ...] = (
     *tabby.ROUTES,
     *simplechat.ROUTES,
     *openai.ROUTES,
+    *removal.ROUTES,
 )
 
 

@@ -35,7 +35,14 @@ from typing import Any
 from ..catalog.manifest import is_safe_relpath, repo_dir_of
 from ..catalog.registry import ModelEntry, ModelRegistry
 from ..config import LiveConfig
-from ..errors import InsufficientStorage, InvalidParams, ModelInUse, RkllmdError
+from ..errors import (
+    ChecksumMismatch,
+    InsufficientStorage,
+    InvalidParams,
+    ModelInUse,
+    ModelPinned,
+    RkllmdError,
+)
 from ..manager import ModelManager
 from ..views import State
 from . import hub, removal, staging, transfer
@@ -153,7 +160,10 @@ class ModelStore:
         finally:  # whatever is left in staging can be resumed by the next pull
             folder = staging.staging_dir(self._dir, job.repo)
             left = await asyncio.to_thread(staging.resumable, folder)
-            if left is not None:
+            if left is not None and left["bytes"] == 0:
+                # Nothing to resume: no "resumable, 0 B of N" entry left behind.
+                await asyncio.to_thread(staging.discard, folder)
+            elif left is not None:
                 self._resumable[job.repo] = left
 
     async def _pull(self, job: PullJob) -> dict[str, Any]:
@@ -204,7 +214,9 @@ class ModelStore:
                     job.cancel_event,
                 )
                 await asyncio.to_thread(staging.mark_ready, plan, f)
-            except InsufficientStorage:
+            except (InsufficientStorage, ChecksumMismatch):
+                # The Hub sent bytes that do not match its own checksum: nothing this
+                # transfer staged is kept for a resume (the next pull starts clean).
                 await asyncio.to_thread(staging.discard, plan.staging)
                 raise
             job.end_file(f)
@@ -248,7 +260,25 @@ class ModelStore:
             if repo in self._jobs:
                 raise ModelInUse(f"{repo} is being pulled; cancel the pull first")
 
+    def _pinned(self, entries: list[ModelEntry]) -> str | None:
+        """The model among ``entries`` that is pinned (generation.pin, or a pinned load)."""
+        ids = {e.id for e in entries}
+        resident = self._manager.status().resident
+        if resident is not None and resident.pinned and resident.entry.id in ids:
+            return resident.entry.id
+        name = self._config.current.generation.pin
+        try:
+            pinned = self._registry.resolve(name).id if name else None
+        except RkllmdError:
+            return None
+        return pinned if pinned in ids else None
+
     async def _free(self, entries: list[ModelEntry], force: bool) -> None:
+        pinned = self._pinned(entries)
+        if pinned is not None and not force:
+            raise ModelPinned(
+                f"{pinned} is pinned; unpin it (generation.pin) or use force", pinned=pinned
+            )
         # The model the worker holds, or is loading or unloading; a failed one is free.
         status = self._manager.status()
         busy = status.model if status.state not in (State.IDLE, State.FAILED) else None
