@@ -187,6 +187,12 @@ mkdir -p "$NS_ROOT/var/tmp/rkpkg" "$NS_ROOT$DOUBLE_DIR"
 cp "$DEB" "$NS_ROOT/var/tmp/rkpkg/rkllmd.deb"
 cp "$REPO/models/$MODEL_FILE" "$HERE/rkllm_layout.py" "$HERE/chat_speed.py" "$NS_ROOT/var/tmp/rkpkg/"
 cp -r "$WORK/double/." "$NS_ROOT$DOUBLE_DIR/"
+if [ "$SLOW" != 1 ]; then
+    # An emulated start-up (python imports under qemu) can outlast the unit's 120 s.
+    mkdir -p "$NS_ROOT/etc/systemd/system/rkllmd.service.d"
+    printf '[Service]\nTimeoutStartSec=%s\n' "$(deadline 120)" \
+        > "$NS_ROOT/etc/systemd/system/rkllmd.service.d/emulation.conf"
+fi
 say "rootfs ready on tmpfs in $(since "$t") s"
 
 t=$(now)
