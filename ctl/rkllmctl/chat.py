@@ -13,7 +13,15 @@ from .render import is_tty
 
 SAMPLING_FLAGS = ("max_tokens", "temperature", "top_p", "top_k", "seed")
 REPL_PROMPT = ">>> "
-REPL_EXIT = "/bye"
+# A line whose first word is "/" and letters is a command, never sent to the model
+# ("/etc/hosts?" is a prompt).
+REPL_COMMANDS = {
+    "/help": "show these commands",
+    "/clear": "forget the conversation (the system prompt stays)",
+    "/system": "/system TEXT sets the system prompt; /system alone shows it",
+    "/exit": "leave (also /bye, or Ctrl-D)",
+}
+REPL_EXITS = ("/exit", "/bye", "/quit")
 
 
 class TokenPrinter:
@@ -115,17 +123,21 @@ def stats_line(reply: dict[str, Any]) -> str:
 
 
 def repl(ctx: Context, args: argparse.Namespace) -> int:
-    """Multi-turn chat until ``/bye`` or end of input."""
+    """Multi-turn chat until ``/exit`` or end of input."""
     history = base_messages(args)
+    if not args.quiet:
+        say(ctx, f"Chatting with {args.model}. /help lists the commands; /exit or Ctrl-D leaves.")
     while True:
         line = read_line(ctx)
         if line is None:
             ctx.out()
             return ExitCode.OK
         text = line.strip()
-        if text == REPL_EXIT:
-            return ExitCode.OK
         if not text:
+            continue
+        if is_command(text):
+            if not run_command(ctx, text, history):
+                return ExitCode.OK
             continue
         history.append({"role": "user", "content": text})
         try:
@@ -135,6 +147,42 @@ def repl(ctx: Context, args: argparse.Namespace) -> int:
             history.pop()
             continue
         history.append({"role": "assistant", "content": reply_text(reply)})
+
+
+def is_command(text: str) -> bool:
+    word = text.split(maxsplit=1)[0]
+    return len(word) > 1 and word[0] == "/" and word[1:].isalpha()
+
+
+def run_command(ctx: Context, text: str, history: list[dict[str, str]]) -> bool:
+    """Carry out a REPL command; False means leave."""
+    word, _, rest = text.partition(" ")
+    word, rest = word.lower(), rest.strip()
+    if word in REPL_EXITS:
+        return False
+    if word == "/help":
+        for name, meaning in REPL_COMMANDS.items():
+            say(ctx, f"  {name:<8} {meaning}")
+    elif word == "/clear":
+        history[:] = [m for m in history if m["role"] == "system"]
+        say(ctx, "conversation cleared")
+    elif word == "/system" and rest:
+        history[:] = [{"role": "system", "content": rest}] + [
+            m for m in history if m["role"] != "system"
+        ]
+        say(ctx, "system prompt set")
+    elif word == "/system":
+        system = next((m["content"] for m in history if m["role"] == "system"), None)
+        say(ctx, f"system prompt: {system}" if system else "no system prompt")
+    else:
+        say(ctx, f"unknown command {word}; /help lists the commands")
+    return True
+
+
+def say(ctx: Context, text: str) -> None:
+    """REPL messages for the person at the terminal: on stderr, apart from the replies."""
+    ctx.stderr.write(text + "\n")
+    ctx.stderr.flush()
 
 
 def read_line(ctx: Context) -> str | None:

@@ -35,6 +35,12 @@ def status_pairs(status: dict[str, Any]) -> list[tuple[str, str]]:
         ("worker pid", format_value(status.get("worker_pid"))),
         ("queue", f"{format_value(queue.get('waiting'))}/{format_value(queue.get('max'))}"),
     ]
+    options = _as_dict(status.get("options"))
+    if status.get("model") and status.get("format"):  # a resident model: how it was loaded
+        shown = ", ".join(f"{k}={format_value(v)}" for k, v in options.items())
+        pairs.append(("options", shown or "defaults"))
+        if status.get("pinned"):
+            pairs.append(("pinned", "yes"))
     if status.get("loaded_at"):
         pairs.append(("loaded at", format_time(status["loaded_at"])))
     pairs.append(("uptime", format_duration(status.get("uptime_s"))))
@@ -42,24 +48,41 @@ def status_pairs(status: dict[str, Any]) -> list[tuple[str, str]]:
         pairs.append(("version", str(status["version"])))
     if status.get("state") == "failed" or status.get("reason"):
         pairs.append(("reason", format_value(status.get("reason"))))
+    failure = _as_dict(status.get("load_failure"))
+    if failure:
+        restored = failure.get("restored")
+        after = f"; {restored} was loaded again" if restored else ""
+        pairs.append(("load failed", f"{failure.get('model')}: {failure.get('reason')}{after}"))
     return pairs
 
 
 def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
     listing = _as_dict(ctx.call("list"))
     models = listing.get("models") or []
+    pulls = [_as_dict(p) for p in listing.get("pulls") or []]
     if ctx.json:
-        ctx.emit_json(models)
+        ctx.emit_json([*models, *(pull_row(p) for p in pulls)])
         return ExitCode.OK
     if not models:
         ctx.out("no models in the models directory")
     else:
         ctx.lines(models_table([_as_dict(m) for m in models]))
-    for pull in listing.get("pulls") or []:  # running or interrupted pulls
-        pull = _as_dict(pull)
+    for pull in pulls:  # running or interrupted pulls
         done = f"{format_size(pull.get('bytes'))} of {format_size(pull.get('total'))}"
         ctx.err(f"pull of {pull.get('repo')}: {pull.get('state') or pull.get('stage')}, {done}")
     return ExitCode.OK
+
+
+def pull_row(pull: dict[str, Any]) -> dict[str, Any]:
+    """A running or resumable pull as a row of ``ls --json``: the fields every row has
+    (``id`` is the repository, nothing is loadable yet) and the pull itself."""
+    return {
+        "id": pull.get("repo"),
+        "format": None,
+        "size_bytes": pull.get("bytes"),
+        "loaded": False,
+        "pull": pull,
+    }
 
 
 def models_table(models: list[dict[str, Any]]) -> list[str]:
@@ -131,11 +154,13 @@ def read_text_file(path: str, what: str) -> str:
 
 
 def cmd_unload(ctx: Context, args: argparse.Namespace) -> int:
-    status = ctx.call("unload")
+    status = _as_dict(ctx.call("unload"))
     if ctx.json:
         ctx.emit_json(status)
+    elif "unloaded" in status and not status["unloaded"]:
+        ctx.out("no model was loaded")
     else:
-        ctx.out("unloaded")
+        ctx.out(f"unloaded {status['unloaded']}" if status.get("unloaded") else "unloaded")
     return ExitCode.OK
 
 

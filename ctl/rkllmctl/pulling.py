@@ -82,7 +82,8 @@ def pull_summary(result: dict[str, Any]) -> str:
     files = [f for f in result.get("files") or [] if isinstance(f, dict)]
     if files:
         present = sum(1 for f in files if f.get("status") == "present")
-        details.append(f"{len(files)} files" + (f", {present} already present" if present else ""))
+        count = f"{len(files)} file" + ("" if len(files) == 1 else "s")
+        details.append(count + (f", {present} already present" if present else ""))
     if "downloaded_bytes" in result:
         took = result.get("elapsed_s")
         details.append(f"{format_size(result['downloaded_bytes'])} downloaded in {took} s")

@@ -114,7 +114,8 @@ def test_show_human_and_json(daemon: DaemonProcess) -> None:
 
 def test_unload_then_load_by_prefix(daemon: DaemonProcess) -> None:
     unloaded = ok(daemon.socket, "unload")
-    assert unloaded.stdout.strip() == "unloaded"
+    assert unloaded.stdout.strip() == f"unloaded {MODEL_ID}"
+    assert ok(daemon.socket, "unload").stdout.strip() == "no model was loaded"
     status = ok(daemon.socket, "--json", "status").json()
     assert status["state"] == "idle" and status["model"] is None
     assert [m["loaded"] for m in ok(daemon.socket, "--json", "ls").json()] == [False]

@@ -386,6 +386,25 @@ def test_status_human(daemon: Callable[[Script], FakeDaemon]) -> None:
     assert "reason:     worker crashed" in lines
 
 
+def test_status_human_shows_load_options_and_the_last_load_failure(
+    daemon: Callable[[Script], FakeDaemon],
+) -> None:
+    failure = {"model": "broken", "reason": "bad file", "code": "load_failed"}
+    loaded = {
+        **STATUS,
+        "options": {"ctx_size": 2048, "threads": 2},
+        "pinned": True,
+        "load_failure": {**failure, "restored": "SmolLM2-135M-Instruct.Q4_1"},
+    }
+    fake = daemon({"status": lambda req: [ok(req, loaded)]})
+    lines = ctl("--socket", fake.path, "status").stdout.splitlines()
+    assert "options:     ctx_size=2048, threads=2" in lines
+    assert "pinned:      yes" in lines
+    assert "load failed: broken: bad file; SmolLM2-135M-Instruct.Q4_1 was loaded again" in lines
+    fake = daemon({"status": lambda req: [ok(req, STATUS)]})
+    assert "options:    defaults" in ctl("--socket", fake.path, "status").stdout.splitlines()
+
+
 def test_ls_json_is_a_list_of_models(daemon: Callable[[Script], FakeDaemon]) -> None:
     fake = daemon({"list": lambda req: [ok(req, {"models": MODELS})]})
     result = ctl("--socket", fake.path, "--json", "ls")
@@ -395,6 +414,24 @@ def test_ls_json_is_a_list_of_models(daemon: Callable[[Script], FakeDaemon]) -> 
     for model in models:
         assert {"id", "format", "size_bytes", "loaded"} <= model.keys()
     assert models[0]["loaded"] is True
+
+
+def test_ls_json_keeps_the_pulls_the_table_shows(daemon: Callable[[Script], FakeDaemon]) -> None:
+    pull = {"repo": "o/r", "state": "resumable", "bytes": 1024, "total": 4096}
+    fake = daemon({"list": lambda req: [ok(req, {"models": MODELS, "pulls": [pull]})]})
+    rows = ctl("--socket", fake.path, "--json", "ls").json()
+    assert len(rows) == 3
+    for row in rows:
+        assert {"id", "format", "size_bytes", "loaded"} <= row.keys()
+    assert rows[2] == {
+        "id": "o/r",
+        "format": None,
+        "size_bytes": 1024,
+        "loaded": False,
+        "pull": pull,
+    }
+    table = ctl("--socket", fake.path, "ls")
+    assert "pull of o/r: resumable, 1.0 KiB of 4.0 KiB" in table.stderr
 
 
 def test_ls_human_table(daemon: Callable[[Script], FakeDaemon]) -> None:
@@ -477,9 +514,13 @@ def test_unload_and_rescan(daemon: Callable[[Script], FakeDaemon]) -> None:
     fake = daemon(
         {"unload": lambda req: [ok(req, idle)], "rescan": lambda req: [ok(req, {"models": 3})]}
     )
-    assert ctl("--socket", fake.path, "unload").stdout == "unloaded\n"
+    assert ctl("--socket", fake.path, "unload").stdout == "unloaded\n"  # an older daemon
     assert ctl("--socket", fake.path, "--json", "unload").json()["state"] == "idle"
     assert ctl("--socket", fake.path, "rescan").stdout == "rescanned: 3 models\n"
+    fake = daemon({"unload": lambda req: [ok(req, {**idle, "unloaded": None})]})
+    assert ctl("--socket", fake.path, "unload").stdout == "no model was loaded\n"
+    fake = daemon({"unload": lambda req: [ok(req, {**idle, "unloaded": "m"})]})
+    assert ctl("--socket", fake.path, "unload").stdout == "unloaded m\n"
 
 
 def test_progress_bar_on_a_tty() -> None:
@@ -597,8 +638,44 @@ def test_repl_ends_at_eof_and_survives_daemon_errors(
     fake = daemon({"chat": lambda req: [fail(req, -32003, "queue is full", data)]})
     result = ctl("--socket", fake.path, "run", "m", stdin=TtyInput("hello\n"))
     assert result.code == 0
-    assert result.stderr == "rkllmctl: queue is full\nrkllmctl: retry after 2 s\n"
+    assert result.stderr.splitlines() == [
+        "Chatting with m. /help lists the commands; /exit or Ctrl-D leaves.",
+        "rkllmctl: queue is full",
+        "rkllmctl: retry after 2 s",
+    ]
     assert result.stdout.endswith(">>> \n")
+
+
+def test_repl_commands_are_never_sent_to_the_model(
+    daemon: Callable[[Script], FakeDaemon],
+) -> None:
+    answers = iter(["a1", "a2", "a3", "a4"])
+    fake = daemon({"chat": lambda req: [ok(req, chat_result(next(answers)))]})
+    stdin = TtyInput(
+        "/help\none\n/system Be brief.\n/system\ntwo\n/clear\nthree\n"
+        "/etc/hosts?\n/nope\n/exit\nnot sent\n"
+    )
+    result = ctl("--socket", fake.path, "run", "m", stdin=stdin)
+    assert result.code == 0
+    sent = [r["params"]["messages"] for r in fake.requests]
+    assert sent[0] == [{"role": "user", "content": "one"}]
+    assert sent[1] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "two"},
+    ]
+    assert sent[2] == [  # /clear kept the system prompt only
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "three"},
+    ]
+    assert sent[3][-1] == {"role": "user", "content": "/etc/hosts?"}  # a path, not a command
+    assert len(fake.requests) == 4  # /help, /system, /clear, /nope and /exit stayed here
+    err = result.stderr
+    assert err.startswith("Chatting with m.")
+    assert "  /clear   forget the conversation" in err and "system prompt set" in err
+    assert "system prompt: Be brief." in err and "conversation cleared" in err
+    assert "unknown command /nope; /help lists the commands" in err
 
 
 def test_ctrl_c_while_streaming_closes_socket_and_exits_130(

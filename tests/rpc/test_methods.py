@@ -34,6 +34,7 @@ def test_unload_then_load_by_prefix(daemon) -> None:
     old_pid = daemon.call("status")["worker_pid"]
     after = daemon.call("unload")
     assert after["state"] == "idle" and after["model"] is None and after["worker_pid"] is None
+    assert after["unloaded"] == MODEL_ID and daemon.call("unload")["unloaded"] is None
     wait_for(lambda: not _alive(old_pid), 10, "worker exit after unload")
     assert daemon.call("list")["models"][0]["loaded"] is False
 

@@ -150,3 +150,5 @@ def test_pull_summary() -> None:
         "pulled m (o/r@0123456789; 2 files, 1 already present; "
         "2.0 KiB downloaded in 0.5 s; models: m, n)"
     )
+    one = {"id": "m", "files": [{"status": "downloaded"}]}
+    assert pull_summary(one) == "pulled m (1 file)"

@@ -126,7 +126,10 @@ def build_methods(
 
     @rpc_method("unload", s.NoParams, mutating=True)
     async def unload(ctx: CallContext, p: s.NoParams) -> Any:
-        return render.status(await manager.unload())
+        before = manager.status().resident
+        result = render.status(await manager.unload())
+        # What went (null: nothing was loaded), so a caller can say which.
+        return {**result, "unloaded": before.entry.id if before else None}
 
     @rpc_method("rescan", s.NoParams, mutating=True)
     async def rescan(ctx: CallContext, p: s.NoParams) -> Any:
