@@ -74,12 +74,18 @@ def test_load_with_options_is_reported(daemon) -> None:
 
 @pytest.mark.real_model
 def test_ctx_size_above_model_limit_fails_with_limit(daemon) -> None:
+    worker = daemon.call("status")["worker_pid"]
     with pytest.raises(RpcError) as err:
         daemon.call("load", model="smollm2", ctx_size=65536)
-    assert err.value.data["code"] == "load_failed"
+    assert err.value.data == {"code": "load_failed", "limit": 8192}  # from the GGUF header
     assert "8192" in err.value.error["message"]
-    assert daemon.call("status")["state"] == "failed"
-    assert daemon.call("load", model="smollm2")["state"] == "ready"
+    status = daemon.call("status")  # refused before anything was unloaded
+    assert status["state"] == "ready" and status["worker_pid"] == worker
+    # An unknown option is refused before anything happens, too.
+    with pytest.raises(RpcError) as err:
+        daemon.call("load", model="smollm2", ctx_size=1024, n_gpu_layers=99)
+    assert err.value.data["code"] == "invalid_params"
+    assert daemon.call("status")["worker_pid"] == worker
 
 
 def test_chat_streams_tokens_and_reports_usage(daemon) -> None:
@@ -175,10 +181,20 @@ def test_corrupt_and_truncated_gguf_fail_cleanly(daemon) -> None:
         with pytest.raises(RpcError) as err:
             daemon.call("load", model=name)
         assert err.value.code == -32005 and err.value.data["code"] == "load_failed"
+        assert err.value.data["restored"] == MODEL_ID
         message = err.value.error["message"]
         assert str(daemon.models_dir) not in message and "Traceback" not in message
+        # The model loaded before serves again; status says which load failed and why.
         status = daemon.call("status")
-        assert status["state"] == "failed" and status["model"] == name and status["reason"]
+        assert status["state"] == "ready" and status["model"] == MODEL_ID
+        failure = status["load_failure"]
+        assert failure["model"] == name and failure["reason"] == message
+        assert failure["restored"] == MODEL_ID and failure["code"] == "load_failed"
+    daemon.call("unload")
+    with pytest.raises(RpcError):
+        daemon.call("load", model="garbage")
+    status = daemon.call("status")  # nothing to bring back
+    assert status["state"] == "failed" and status["model"] == "garbage" and status["reason"]
     assert daemon.call("load", model="smollm2")["state"] == "ready"
     assert daemon.call("chat", **chat_params(max_tokens=2))["usage"]["completion_tokens"] == 2
 
