@@ -9,6 +9,7 @@ well-formed objects reach the library.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,13 @@ from jsonrpcserver import async_dispatch_to_serializable
 
 from .errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, error_response
 from .methods import CallContext, Method
+
+# How deep arrays and objects may nest: where Python 3.11/3.12's parser stopped (its
+# recursion limit). 3.13's parser goes far deeper; the protocol must not change with
+# the interpreter.
+MAX_NESTING = 1000
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
 class Dispatcher:
@@ -26,6 +34,8 @@ class Dispatcher:
     async def handle(self, line: bytes, ctx: CallContext) -> Any:
         """Answer one framed request; ``None`` means send nothing."""
         try:
+            if too_deep(line):
+                raise RecursionError
             data = json.loads(line)
         except (ValueError, UnicodeDecodeError, RecursionError):  # nesting beyond the C limit
             return error_response(None, PARSE_ERROR, "Parse error")
@@ -67,3 +77,19 @@ def _well_formed(entry: dict[str, Any]) -> bool:
         and isinstance(entry.get("method"), str)
         and (request_id is None or type(request_id) in (int, float, str))
     )
+
+
+def too_deep(line: bytes, limit: int = MAX_NESTING) -> bool:
+    """Whether arrays and objects nest deeper than ``limit`` (brackets in strings aside).
+
+    Counting is C-speed; only a line with more than ``limit`` brackets is walked, and
+    then only its brackets.
+    """
+    if line.count(b"[") + line.count(b"{") <= limit:
+        return False
+    depth = 0
+    for byte in _STRINGS.sub(b"", line).translate(None, _NOT_BRACKETS):
+        depth += 1 if byte in b"[{" else -1
+        if depth > limit:
+            return True
+    return False
