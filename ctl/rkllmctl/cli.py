@@ -118,7 +118,14 @@ def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     load.add_argument("model", metavar="MODEL")
     load.add_argument("--ctx-size", type=positive_int, metavar="N")
     load.add_argument("--threads", type=positive_int, metavar="N")
-    load.add_argument("--chat-template", metavar="FILE", help="Jinja chat template file")
+    template = load.add_mutually_exclusive_group()
+    template.add_argument(
+        "--template",
+        metavar="NAME",
+        help="chat template by name: chatml, llama3, mistral, gemma, qwen3, phi3, zephyr, "
+        "deepseek-r1, or a *.jinja of the daemon's templates_dir",
+    )
+    template.add_argument("--chat-template", metavar="FILE", help="Jinja chat template file")
     _command(sub, "unload", cmd_unload, "unload the resident model")
     _command(sub, "rescan", cmd_rescan, "rescan the models directory")
     pull = _command(sub, "pull", cmd_pull, "download a model from the Hub", long_call=True)

@@ -135,6 +135,8 @@ def cmd_load(ctx: Context, args: argparse.Namespace) -> int:
         params["threads"] = args.threads
     if args.chat_template is not None:
         params["chat_template"] = read_text_file(args.chat_template, "chat template")
+    if args.template is not None:
+        params["chat_template"] = args.template  # the daemon looks the name up
     status = _as_dict(ctx.call_with_progress("load", params))
     if ctx.json:
         ctx.emit_json(status)

@@ -22,6 +22,7 @@ from .errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("/etc/rkllmd/rkllmd.toml")
 DEFAULT_MODELS_DIR = Path("/var/lib/rkllmd/models")
+DEFAULT_TEMPLATES_DIR = Path("/etc/rkllmd/templates")
 SYSTEM_SOCKET = Path("/run/rkllmd/control.sock")
 ENV_PREFIX = "RKLLMD_"
 HF_ENDPOINT = "HF_ENDPOINT"
@@ -162,6 +163,8 @@ class HubSection(_Section):
 
 class Config(_Section):
     models_dir: Path = DEFAULT_MODELS_DIR
+    # The owner's chat templates (*.jinja), by name, besides the built-in ones.
+    templates_dir: Path = DEFAULT_TEMPLATES_DIR
     socket: Path | None = None
     socket_group: str = "rkllm"
     load: str | None = None

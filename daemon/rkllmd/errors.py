@@ -67,6 +67,12 @@ class ContextLengthExceeded(InvalidParams):
     code = "context_length_exceeded"
 
 
+class UnknownTemplate(InvalidParams):
+    """A chat template name that neither the package nor the owner's folder holds."""
+
+    code = "unknown_template"
+
+
 # --- the request is fine but names something that is not there --------------------
 
 

@@ -207,7 +207,8 @@ class ModelManager:
         r = self._resident
         if r is None or r.entry.path != entry.path or not r.worker.alive:
             return False
-        return options == LoadOptions() or options == r.options
+        # Other options (a template, a context) reload; the same ones are a no-op.
+        return options == r.options
 
     async def _load_locked(
         self, entry: ModelEntry, options: LoadOptions, progress: ProgressCallback

@@ -24,7 +24,10 @@ class LoadOptions:
     ctx_size: int | None = None
     threads: int | None = None
     batch_size: int | None = None
-    chat_template: str | None = None
+    chat_template: str | None = None  # Jinja source (or, in config defaults, a family)
+    # The name ``chat_template`` was found under (templates/), shown as the model's
+    # prompt template; None when the text came inline or the model's own is used.
+    chat_template_name: str | None = None
     # RKLLM: NPU cores are fixed when a model is converted; a request for them is
     # reported in the model's props, not applied.
     npu_cores: int | None = None

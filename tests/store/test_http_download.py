@@ -25,12 +25,14 @@ class Reply:
         return json.loads(self.text)  # type: ignore[no-any-return]
 
 
-def _post(url: str, body: dict[str, object], timeout: float = 120) -> Reply:
+def _post(
+    url: str, body: dict[str, object], timeout: float = 120, accept: str = "application/json"
+) -> Reply:
     request = urllib.request.Request(
         url,
         data=json.dumps(body).encode(),
         method="POST",
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Accept": accept},
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -63,7 +65,11 @@ def test_tabby_download_then_chat(store_daemon, smol_repo: Repo) -> None:  # typ
 
 
 def test_sse_download_progress(store_daemon, smol_repo: Repo) -> None:  # type: ignore[no-untyped-def]
-    response = _post(store_daemon.http_url + "/v1/models/download", {"repo": REPO_ID})
+    response = _post(
+        store_daemon.http_url + "/v1/models/download",
+        {"repo": REPO_ID},
+        accept="text/event-stream",
+    )
     assert response.content_type.startswith("text/event-stream")
     events = _sse(response.text)
     assert events[-1] == "[DONE]"
@@ -86,7 +92,18 @@ def test_bad_download_requests(store_daemon) -> None:  # type: ignore[no-untyped
         response = _post(url + "/v1/download", body)
         assert response.status_code == 400, body
         assert response.json()["error"]["type"] == "invalid_request_error"
-    missing = _post(url + "/v1/models/download", {"repo": "nobody/nothing"})
+    missing = _post(url + "/v1/models/download", {"repo": "nobody/nothing", "stream": True})
     events = _sse(missing.text)
     assert events[-1] == "[DONE]" and isinstance(events[-2], dict) and "error" in events[-2]
     assert not [p for p in store_daemon.models_dir.iterdir() if not p.name.startswith(".")]
+
+
+def test_go_client_download_answers_json(store_daemon, smol_repo: Repo) -> None:  # type: ignore[no-untyped-def]
+    """The Go client's Download: the same path, a JSON client, ``download_path`` back."""
+    response = _post(store_daemon.http_url + "/v1/models/download", {"repo_id": REPO_ID})
+    assert response.status_code == 200 and response.content_type.startswith("application/json")
+    body = response.json()
+    assert isinstance(body["download_path"], str) and body["download_path"] == REPO_ID
+    missing = _post(store_daemon.http_url + "/v1/models/download", {"repo_id": "nobody/nothing"})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "repo_not_found"
+    assert missing.json()["message"] == missing.json()["error"]["message"]

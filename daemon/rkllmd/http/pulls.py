@@ -1,4 +1,5 @@
-"""Pulling models over HTTP: TabbyAPI's /v1/download and an SSE progress variant.
+"""Pulling models over HTTP: TabbyAPI's /v1/download, and /v1/models/download (its Go
+client's path) with SSE progress for a client that asks for it.
 
 Both are management routes (admin key when one is set). A client that goes away
 detaches from the pull; the last one to leave cancels it, and what was fetched
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictBool
 
 from .. import errors as e
 from ..store import ModelStore, PullRequest
@@ -26,7 +27,7 @@ from .schemas import (
     documented,
 )
 from .services import services
-from .sse import EventStream
+from .sse import EventStream, wants_stream
 from .streaming import streamed
 
 RepoId = Annotated[str, documented(REPO_ID_PATTERN, 200, 3)]
@@ -56,12 +57,14 @@ class HubPullRequest(Body):
     # Goes into an HTTP header: printable ASCII only (anything else broke the request).
     token: Annotated[str, Field(max_length=1024, pattern=r"^[\x21-\x7e]*$")] | None = None
     folder_name: None = Field(None, description="not supported: pulls go to <owner>/<repo>")
+    # /v1/models/download: SSE progress instead of one JSON answer.
+    stream: StrictBool = False
 
     def repository(self) -> str:
         return self.repo_id or self.repo or ""
 
 
-async def _request(request: web.Request) -> tuple[ModelStore, PullRequest]:
+async def _request(request: web.Request) -> tuple[ModelStore, PullRequest, bool]:
     svc = services(request)
     if svc.store is None:
         raise e.NotAvailable("pulling models is not available in this daemon")
@@ -76,20 +79,29 @@ async def _request(request: web.Request) -> tuple[ModelStore, PullRequest]:
         revision=body.revision,
         token=body.token,
     )
-    return svc.store, pull.checked()  # a bad repo id or pattern fails before anything starts
+    # A bad repo id or pattern fails before anything starts.
+    return svc.store, pull.checked(), wants_stream(request, body.stream)
 
 
 async def pull(request: web.Request) -> web.Response:
     """TabbyAPI shape: wait for the pull, answer ``{"download_path": ...}``."""
-    store, pull = await _request(request)
+    store, pull, _ = await _request(request)
+    return await _pull_json(store, pull)
+
+
+async def _pull_json(store: ModelStore, pull: PullRequest) -> web.Response:
     async with store.pull(pull) as job:
         result: dict[str, Any] = await job.result()
     return web.json_response({"download_path": result.get("folder"), "result": result})
 
 
 async def pull_stream(request: web.Request) -> web.StreamResponse:
-    """Progress as SSE events (bytes, rate, ETA per file and overall), then the result."""
-    store, pull = await _request(request)
+    """Progress as SSE events (bytes, rate, ETA per file and overall), then the result,
+    for a client that accepts ``text/event-stream`` or sends ``stream: true``; else
+    TabbyAPI's JSON answer (its Go client's Download decodes ``download_path``)."""
+    store, pull, sse = await _request(request)
+    if not sse:
+        return await _pull_json(store, pull)
     async with store.pull(pull) as job:
 
         async def send_all(stream: EventStream) -> None:
@@ -106,7 +118,7 @@ ROUTES = (
         "POST",
         "/v1/models/download",
         pull_stream,
-        "Pull a model from the Hub with SSE progress",
+        "Pull a model from the Hub: JSON, or SSE progress (Accept: text/event-stream)",
         HubPullRequest,
         admin=True,
     ),

@@ -47,10 +47,19 @@ class EventStream:
         data = dumps_line(obj) if self._ndjson else b"data: " + dumps(obj) + b"\n\n"
         await self._response.write(data)
 
-    async def done(self) -> None:
-        if not self._ndjson:
+    async def done(self, *, marker: bool = True) -> None:
+        """End the stream; SSE streams end with ``data: [DONE]`` unless ``marker`` is
+        False (TabbyAPI's load progress: its clients parse every event as JSON)."""
+        if marker and not self._ndjson:
             await self._response.write(b"data: [DONE]\n\n")
         await self._response.write_eof()
+
+
+def wants_stream(request: web.Request, stream: bool) -> bool:
+    """Routes answering JSON or SSE alike: SSE when the body says ``stream: true`` or
+    the client accepts ``text/event-stream`` (the Go TabbyAPI client's LoadStream
+    sends the same body as Load, so only a header can tell them apart)."""
+    return stream or "text/event-stream" in request.headers.get("Accept", "")
 
 
 class Deadline:

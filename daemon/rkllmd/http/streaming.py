@@ -118,6 +118,7 @@ async def streamed(
     *,
     ndjson: bool = False,
     error_event: Callable[[e.RkllmdError], dict[str, Any]] | None = None,
+    done_marker: bool = True,
 ) -> web.StreamResponse:
     """Open an SSE (or NDJSON) stream, let ``send_all`` fill it, and end it.
 
@@ -132,7 +133,7 @@ async def streamed(
             else:
                 body = error_body(exc)
                 await stream.send({"type": "error", **body} if ndjson else body)
-        await stream.done()
+        await stream.done(marker=done_marker)
     except ConnectionError:
         # The client left before aiohttp noticed and cancelled this handler (most
         # often between the last piece and the end of the stream). The generation

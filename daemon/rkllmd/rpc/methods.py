@@ -7,6 +7,7 @@ unexpected becomes a generic -32603 whose detail goes only to the log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from ..manager import ModelManager
 from ..requests import DoneEvent, LoadOptions
 from ..store import ModelStore, PullRequest
 from ..store.job import TERMINAL
+from ..templates import TemplateLibrary
 from . import render
 from . import schemas as s
 from .errors import INTERNAL_ERROR, INVALID_PARAMS, rpc_code
@@ -114,8 +116,17 @@ def build_methods(
 
     @rpc_method("load", s.LoadParams, mutating=True)
     async def load(ctx: CallContext, p: s.LoadParams) -> Any:
+        template = None
+        if p.chat_template is not None:
+            library = TemplateLibrary(config.current.templates_dir)
+            template = await asyncio.to_thread(library.resolve, p.chat_template)
         options = LoadOptions(
-            p.ctx_size, p.threads, p.batch_size, p.chat_template, npu_cores=p.npu_cores
+            p.ctx_size,
+            p.threads,
+            p.batch_size,
+            template.text if template else None,
+            template.name if template and template.origin != "inline" else None,
+            npu_cores=p.npu_cores,
         )
 
         async def progress(stage: str, fraction: float | None, message: str) -> None:

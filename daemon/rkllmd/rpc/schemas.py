@@ -32,6 +32,7 @@ class LoadParams(Params):
     ctx_size: Annotated[int, Field(ge=0, le=1_048_576)] | None = None
     threads: Annotated[int, Field(ge=1, le=1024)] | None = None
     batch_size: Annotated[int, Field(ge=1, le=65_536)] | None = None
+    # A template name (templates/: chatml, llama3, ...) or Jinja source.
     chat_template: Annotated[str, Field(min_length=1, max_length=65_536)] | None = None
     npu_cores: Annotated[int, Field(ge=1, le=3)] | None = None  # reported, fixed at conversion
     progress: bool = False

@@ -98,13 +98,7 @@ async def loaded(request: web.Request) -> web.Response:
 ROUTES = (
     Route("GET", "/v1/models/available", available, "RockchipLlama: models on disk"),
     Route("GET", "/v1/models/loaded", loaded, "RockchipLlama: the loaded model"),
-    Route(
-        "POST",
-        "/v1/models/load",
-        load,
-        "RockchipLlama: load a model",
-        RockchipLoadRequest,
-        admin=True,
-    ),
+    # POST /v1/models/load is shared with TabbyAPI's Go client: dialects/tabby/models.py
+    # routes RockchipLlama's body (``model``) to ``load`` above.
     Route("POST", "/v1/models/unload", unload, "RockchipLlama: unload", admin=True),
 )

@@ -1,0 +1,14 @@
+"""The TabbyAPI dialect: TabbyAPI's own routes and the paths of its Go client.
+
+One module per resource (models, embedding, templates, service); docs/http-api.md
+documents them.
+"""
+
+from __future__ import annotations
+
+from .embedding import ROUTES as EMBEDDING_ROUTES
+from .models import ROUTES as MODEL_ROUTES
+from .service import ROUTES as SERVICE_ROUTES
+from .templates import ROUTES as TEMPLATE_ROUTES
+
+ROUTES = (*SERVICE_ROUTES, *MODEL_ROUTES, *EMBEDDING_ROUTES, *TEMPLATE_ROUTES)
