@@ -118,6 +118,11 @@ def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     load.add_argument("model", metavar="MODEL")
     load.add_argument("--ctx-size", type=positive_int, metavar="N")
     load.add_argument("--threads", type=positive_int, metavar="N")
+    load.add_argument(
+        "--embedding",
+        action="store_true",
+        help="load it as the separate embedding model, beside the chat model (GGUF only)",
+    )
     template = load.add_mutually_exclusive_group()
     template.add_argument(
         "--template",
@@ -126,7 +131,10 @@ def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "deepseek-r1, or a *.jinja of the daemon's templates_dir",
     )
     template.add_argument("--chat-template", metavar="FILE", help="Jinja chat template file")
-    _command(sub, "unload", cmd_unload, "unload the resident model")
+    unload = _command(sub, "unload", cmd_unload, "unload the resident model")
+    unload.add_argument(
+        "--embedding", action="store_true", help="unload the embedding model instead"
+    )
     _command(sub, "rescan", cmd_rescan, "rescan the models directory")
     pull = _command(sub, "pull", cmd_pull, "download a model from the Hub", long_call=True)
     pull.add_argument("repo", metavar="REPO", help="owner/name")

@@ -43,6 +43,10 @@ def status_pairs(status: dict[str, Any]) -> list[tuple[str, str]]:
             pairs.append(("pinned", "yes"))
     if status.get("loaded_at"):
         pairs.append(("loaded at", format_time(status["loaded_at"])))
+    embedding = _as_dict(status.get("embedding"))
+    if embedding:
+        pid = format_value(embedding.get("worker_pid"))
+        pairs.append(("embedding", f"{format_value(embedding.get('model'))} (worker pid {pid})"))
     pairs.append(("uptime", format_duration(status.get("uptime_s"))))
     if status.get("version"):
         pairs.append(("version", str(status["version"])))
@@ -137,9 +141,14 @@ def cmd_load(ctx: Context, args: argparse.Namespace) -> int:
         params["chat_template"] = read_text_file(args.chat_template, "chat template")
     if args.template is not None:
         params["chat_template"] = args.template  # the daemon looks the name up
+    if args.embedding:
+        params["embedding"] = True
     status = _as_dict(ctx.call_with_progress("load", params))
     if ctx.json:
         ctx.emit_json(status)
+    elif args.embedding:
+        embedding = _as_dict(status.get("embedding"))
+        ctx.out(f"loaded {format_value(embedding.get('model'))} as the embedding model")
     else:
         ctx.out(
             f"loaded {format_value(status.get('model'))} ({format_value(status.get('format'))})"
@@ -156,13 +165,14 @@ def read_text_file(path: str, what: str) -> str:
 
 
 def cmd_unload(ctx: Context, args: argparse.Namespace) -> int:
-    status = _as_dict(ctx.call("unload"))
+    status = _as_dict(ctx.call("unload", {"embedding": True} if args.embedding else None))
     if ctx.json:
         ctx.emit_json(status)
     elif "unloaded" in status and not status["unloaded"]:
-        ctx.out("no model was loaded")
+        ctx.out("no embedding model was loaded" if args.embedding else "no model was loaded")
     else:
-        ctx.out(f"unloaded {status['unloaded']}" if status.get("unloaded") else "unloaded")
+        what = "the embedding model " if args.embedding else ""
+        ctx.out(f"unloaded {what}{status['unloaded']}" if status.get("unloaded") else "unloaded")
     return ExitCode.OK
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from . import __version__
 from .catalog.registry import ModelEntry, ModelRegistry
 from .config import LiveConfig
+from .embedslot import EmbeddingSlot
 from .errors import LoadFailed, LoadNotPermitted, ModelPinned, NoModelLoaded, RkllmdError
 from .metrics import Metrics
 from .props import ModelProps
@@ -104,8 +105,9 @@ class ModelManager:
         self._stats = GenerationStats(self.metrics)
         self.counters = self._stats.counters
         self.on_change: Callable[[], None] = lambda: None
-        self._listing: tuple[Path | None, list[ModelView]] | None = None
+        self._listing: tuple[tuple[Path | None, ...], list[ModelView]] | None = None
         registry.add_listener(self._forget_listing)
+        self.embedding = EmbeddingSlot(config, spawn, self._defaults, self.metrics)
 
     # --- queries -------------------------------------------------------------------
 
@@ -130,6 +132,7 @@ class ModelManager:
             counters=dict(self.counters),
             version=__version__,
             load_failure=self._load_failure,
+            embedding=self.embedding.resident,
         )
 
     def resident_props(self) -> ModelProps | None:
@@ -139,9 +142,13 @@ class ModelManager:
     def list_models(self) -> list[ModelView]:
         # Built once per (published model set, resident model): with 1,000 models the
         # listing is asked for far more often than either changes. Views are frozen.
-        loaded = self._resident.entry.path if self._resident else None
+        embedding = self.embedding.resident
+        loaded = (
+            self._resident.entry.path if self._resident else None,
+            embedding.entry.path if embedding else None,
+        )
         if self._listing is None or self._listing[0] != loaded:
-            views = [ModelView(e, e.path == loaded) for e in self._registry.entries()]
+            views = [ModelView(e, e.path in loaded) for e in self._registry.entries()]
             self._listing = (loaded, views)
         return list(self._listing[1])
 
@@ -356,13 +363,45 @@ class ModelManager:
     async def embed(
         self, texts: list[str], model: str | None = None, *, may_load: bool = True
     ) -> Embeddings:
-        """Embeddings from the resident (or requested) model (``may_load`` as above)."""
+        """Embeddings from the embedding model when it is the one asked for (or none is
+        named), from a model whose metadata says ``embedding`` (loaded into the
+        embedding slot), else from the resident (or requested) chat model
+        (``may_load`` as above)."""
         entry = self._registry.resolve(model) if model else None
+        if await self._embedding_slot_serves(entry, may_load):
+            return await self.embedding.embed(texts)
         async with self._slot.hold(bounded=True):
             resident = await self._ensure_resident(entry, may_load)
             vectors, tokens = await resident.worker.embed(texts)
         self._arm_idle_timer()
         return Embeddings(resident.entry.id, vectors, tokens)
+
+    async def _embedding_slot_serves(self, entry: ModelEntry | None, may_load: bool) -> bool:
+        if entry is None:
+            return self.embedding.resident is not None
+        if self.embedding.holds(entry):
+            return True
+        main = self._resident
+        if entry.meta.type != "embedding" or (main is not None and main.entry.path == entry.path):
+            return False
+        if not self._live.current.generation.load_on_request:
+            raise NoModelLoaded(f"{entry.id} is not loaded and loading on request is disabled")
+        if not may_load:
+            raise LoadNotPermitted(
+                f"{entry.id} is not loaded; loading it for a request needs the admin key",
+                model=entry.id,
+            )
+        await self.embedding.load(entry, _no_progress)
+        return True
+
+    async def load_embedding(self, name: str, progress: ProgressCallback | None = None) -> Status:
+        """Make ``name`` the embedding model (beside the chat model)."""
+        await self.embedding.load(self._registry.resolve(name), progress or _no_progress)
+        return self.status()
+
+    async def unload_embedding(self) -> Status:
+        await self.embedding.unload()
+        return self.status()
 
     async def _ensure_resident(self, entry: ModelEntry | None, may_load: bool) -> _Resident:
         resident = self._resident
@@ -451,6 +490,7 @@ class ModelManager:
         resident, self._resident = self._resident, None
         if resident is not None:
             await resident.worker.stop(self._live.current.worker.unload_grace_seconds)
+        await self.embedding.shutdown(0)
         if self._pending_load is not None:
             with contextlib.suppress(BaseException):
                 await self._pending_load[2]

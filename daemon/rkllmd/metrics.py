@@ -48,6 +48,11 @@ class Metrics:
             "rkllmd_queue_waiting", "Requests waiting for the slot", registry=r
         )
         self.state = Gauge("rkllmd_model_state", "1 for the current state", ["state"], registry=r)
+        self.embedding_loaded = Gauge(
+            "rkllmd_embedding_model_loaded",
+            "1 while a separate embedding model is resident",
+            registry=r,
+        )
 
     def bind_state(self, state: Callable[[], str], waiting: Callable[[], int]) -> None:
         """Read the manager at scrape time rather than mirroring every change."""

@@ -71,6 +71,8 @@ class Status:
     # Kept until a later load succeeds: a failed load may leave the previous model
     # serving (state ready), and this says which load failed and why.
     load_failure: LoadFailure | None = None
+    # The optional second resident model that serves embeddings only.
+    embedding: Resident | None = None
 
     @property
     def serving(self) -> bool:

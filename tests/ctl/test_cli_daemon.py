@@ -280,3 +280,41 @@ def test_added_gguf_shows_up_in_ls_and_disappears_when_deleted(idle: DaemonProce
     wait_for(
         lambda: ls_ids(idle.socket) == [MODEL_ID], WATCH_DEADLINE, "the copy to leave rkllmctl ls"
     )
+
+
+# --- the embedding model and templates ----------------------------------------------------
+
+
+def test_embedding_model_beside_the_chat_model(start_daemon, smol_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    os.link(smol_dir / MODEL_FILE, smol_dir / "embedder.gguf")
+    os.utime(smol_dir / "embedder.gguf", (1, 1))
+    daemon = start_daemon(smol_dir, args=["--load", "smollm2"])
+    loaded = ok(daemon.socket, "load", "--embedding", "embedder")
+    assert loaded.stdout.strip() == "loaded embedder as the embedding model"
+    status = ok(daemon.socket, "--json", "status").json()
+    assert status["model"] == MODEL_ID and status["embedding"]["model"] == "embedder"
+    assert status["embedding"]["worker_pid"] not in (None, status["worker_pid"])
+    human = ok(daemon.socket, "status").stdout
+    pid = status["embedding"]["worker_pid"]
+    assert re.search(rf"^embedding:\s+embedder \(worker pid {pid}\)$", human, re.M), human
+    assert daemon.call("embed", input="hello")["model"] == "embedder"
+    assert sorted(m["id"] for m in ok(daemon.socket, "--json", "ls").json() if m["loaded"]) == [
+        MODEL_ID,
+        "embedder",
+    ]
+    refused = ctl(daemon.socket, "load", "--embedding", "--ctx-size", "512", "embedder")
+    assert refused.code == 1 and "load options" in refused.stderr
+    assert (
+        ok(daemon.socket, "unload", "--embedding").stdout.strip() == "unloaded the embedding model embedder"
+    )
+    status = ok(daemon.socket, "--json", "status").json()
+    assert status["embedding"] is None and status["model"] == MODEL_ID
+
+
+def test_load_with_a_template_by_name(daemon: DaemonProcess) -> None:
+    ok(daemon.socket, "load", "smollm2", "--template", "llama3")
+    status = ok(daemon.socket, "--json", "status").json()
+    assert status["options"]["chat_template_name"] == "llama3"
+    unknown = ctl(daemon.socket, "load", "smollm2", "--template", "mistrall")
+    assert unknown.code == 1 and "mistral" in unknown.stderr  # the names are listed
+    assert ok(daemon.socket, "--json", "status").json()["options"]["chat_template_name"] == "llama3"

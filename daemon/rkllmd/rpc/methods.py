@@ -21,7 +21,7 @@ from ..catalog.registry import ModelRegistry
 from ..chat.parse import Delta
 from ..chat.turn import ChatReply, generate_request
 from ..config import LiveConfig
-from ..errors import NotAvailable, RkllmdError
+from ..errors import InvalidParams, NotAvailable, RkllmdError
 from ..manager import ModelManager
 from ..requests import DoneEvent, LoadOptions
 from ..store import ModelStore, PullRequest
@@ -132,13 +132,23 @@ def build_methods(
         async def progress(stage: str, fraction: float | None, message: str) -> None:
             await ctx.notify("progress", {"stage": stage, "fraction": fraction, "message": message})
 
+        if p.embedding:
+            if options != LoadOptions():
+                raise InvalidParams("an embedding model takes no load options")
+            return render.status(
+                await manager.load_embedding(p.model, progress if p.progress else None)
+            )
         st = await manager.load(p.model, options, progress if p.progress else None)
         return render.status(st)
 
-    @rpc_method("unload", s.NoParams, mutating=True)
-    async def unload(ctx: CallContext, p: s.NoParams) -> Any:
-        before = manager.status().resident
-        result = render.status(await manager.unload())
+    @rpc_method("unload", s.UnloadParams, mutating=True)
+    async def unload(ctx: CallContext, p: s.UnloadParams) -> Any:
+        if p.embedding:
+            before = manager.status().embedding
+            result = render.status(await manager.unload_embedding())
+        else:
+            before = manager.status().resident
+            result = render.status(await manager.unload())
         # What went (null: nothing was loaded), so a caller can say which.
         return {**result, "unloaded": before.entry.id if before else None}
 

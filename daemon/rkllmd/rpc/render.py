@@ -11,7 +11,7 @@ from typing import Any
 
 from ..catalog.metadata import ModelMeta
 from ..catalog.registry import ModelEntry
-from ..views import LoadFailure, ModelView, Status
+from ..views import LoadFailure, ModelView, Resident, Status
 
 
 def load_failure(f: LoadFailure | None) -> dict[str, Any] | None:
@@ -46,6 +46,19 @@ def status(st: Status) -> dict[str, Any]:
         # The last load that failed (kept until a load succeeds); ``restored`` names
         # the model that was loaded again so that it still serves.
         "load_failure": load_failure(st.load_failure),
+        # The separate embedding model, when one is resident.
+        "embedding": _embedding(st.embedding),
+    }
+
+
+def _embedding(r: Resident | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {
+        "model": r.entry.id,
+        "format": r.entry.format,
+        "worker_pid": r.worker_pid,
+        "loaded_at": r.loaded_at.isoformat(),
     }
 
 

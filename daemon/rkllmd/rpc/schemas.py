@@ -36,6 +36,12 @@ class LoadParams(Params):
     chat_template: Annotated[str, Field(min_length=1, max_length=65_536)] | None = None
     npu_cores: Annotated[int, Field(ge=1, le=3)] | None = None  # reported, fixed at conversion
     progress: bool = False
+    # Load it as the separate embedding model (beside the chat model).
+    embedding: bool = False
+
+
+class UnloadParams(Params):
+    embedding: bool = False  # the embedding model instead of the chat model
 
 
 class Message(Params):

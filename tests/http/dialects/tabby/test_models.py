@@ -232,6 +232,16 @@ async def test_drafts_come_from_the_draft_folder_and_sidecars(make_client, smol_
     assert "tiny-draft" not in [c["id"] for c in listed["data"]]
 
 
+async def test_a_sidecar_makes_a_draft_model(make_client, smol_dir: Path) -> None:
+    small = smol_dir / "small.gguf"
+    os.link(smol_dir / f"{MODEL_ID}.gguf", small)
+    os.utime(small, (1, 1))
+    (smol_dir / "small.rkllmd.json").write_text('{"type": "draft"}')
+    client = await make_client()
+    drafts = await (await client.get("/v1/models/draft")).json()
+    assert [c["id"] for c in drafts["data"]] == ["small"]
+
+
 async def test_service_info_is_public(make_client) -> None:
     client = await make_client(load=False, http=KEYS)
     info = await (await client.get("/.well-known/serviceinfo")).json()
@@ -249,6 +259,10 @@ MANAGEMENT = [
     ("POST", "/v1/templates/switch", {"prompt_template_name": "chatml"}),
     ("POST", "/v1/template/unload", None),
     ("DELETE", "/v1/templates/active", None),
+    ("POST", "/v1/model/embedding/load", {"embedding_model_name": "smollm2"}),
+    ("POST", "/v1/models/embedding/load", {"embedding_model_name": "smollm2"}),
+    ("POST", "/v1/model/embedding/unload", None),
+    ("DELETE", "/v1/models/embedding/current", None),
 ]
 READING = [
     "/v1/model",
@@ -261,6 +275,8 @@ READING = [
     "/v1/models/draft",
     "/v1/template/list",
     "/v1/templates",
+    "/v1/model/embedding/list",
+    "/v1/models/embedding",
     "/v1/auth/permission",
 ]
 

@@ -80,7 +80,8 @@ async def props(request: web.Request) -> web.Response:
     status = svc.manager.status()
     resident = resident_of(svc)
     queue = {"waiting": status.queue.waiting, "max": status.queue.max}
-    return web.json_response(shapes.props_answer(resident, queue, None))
+    embedding = status.embedding.entry.id if status.embedding else None
+    return web.json_response(shapes.props_answer(resident, queue, embedding))
 
 
 async def _load_plan(request: web.Request) -> tuple[Services, str, Any, list[str]]:
