@@ -394,6 +394,22 @@ class ModelManager:
         await self.embedding.load(entry, _no_progress)
         return True
 
+    async def tokenize(
+        self, text: str | None, request: GenerateRequest | None, *, add_bos: bool, special: bool
+    ) -> list[int]:
+        """Token ids from the resident model's tokenizer: of ``text``, or of the prompt
+        a chat ``request`` renders to. Never loads a model, never waits for the slot."""
+        return await self._tokenizer_worker().tokenize(text, request, add_bos, special)
+
+    async def detokenize(self, tokens: list[int], *, special: bool) -> str:
+        return await self._tokenizer_worker().detokenize(tokens, special)
+
+    def _tokenizer_worker(self) -> WorkerProcess:
+        resident = self._resident
+        if resident is None or not resident.worker.alive:
+            raise NoModelLoaded("no model is loaded; its tokenizer is what encodes")
+        return resident.worker
+
     async def load_embedding(self, name: str, progress: ProgressCallback | None = None) -> Status:
         """Make ``name`` the embedding model (beside the chat model)."""
         await self.embedding.load(self._registry.resolve(name), progress or _no_progress)

@@ -69,6 +69,18 @@ class Backend(Protocol):
         """Pooled, normalised embeddings of each text."""
         ...
 
+    def encode_prompt(self, request: GenerateRequest) -> list[int]:
+        """The token ids of the prompt ``request`` becomes, as a generation sees it."""
+        ...
+
+    def encode(self, text: str, add_bos: bool, special: bool) -> list[int]:
+        """The model's token ids for ``text``; may run beside a generation."""
+        ...
+
+    def decode(self, tokens: list[int], special: bool) -> str:
+        """The text of token ids; an id outside the vocabulary is ``InvalidParams``."""
+        ...
+
     def close(self) -> None:
         """Free native resources; called exactly once, from the worker."""
         ...

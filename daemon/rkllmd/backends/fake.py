@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import ContextLengthExceeded, LoadFailed
+from ..errors import ContextLengthExceeded, InvalidParams, LoadFailed
 from ..props import ModelProps
 from ..requests import BackendDefaults, GenerateRequest, LoadOptions, Sampling, Usage
 from .base import EmbedResult, EmitText, GenerateResult, pick_option
@@ -53,6 +53,7 @@ class FakeBackend:
         self._defaults = defaults
         self._n_ctx = DEFAULT_CTX
         self._delay = float(os.environ.get(TOKEN_SECONDS_ENV, "0.002"))
+        self._vocab: dict[str, int] = {}
 
     def load(self, path: Path, options: LoadOptions) -> ModelProps:
         _check_file(path)
@@ -109,6 +110,22 @@ class FakeBackend:
     def embed(self, texts: list[str]) -> EmbedResult:
         vectors = [_unit_vector(text) for text in texts]
         return EmbedResult(vectors=vectors, prompt_tokens=sum(len(t.split()) for t in texts))
+
+    def encode_prompt(self, request: GenerateRequest) -> list[int]:
+        return self.encode(self._render(request), add_bos=False, special=True)
+
+    def encode(self, text: str, add_bos: bool, special: bool) -> list[int]:
+        """One id per whitespace-separated word (as prompts are counted here), from
+        a vocabulary that grows as words are seen; BOS is id 1."""
+        ids = [self._vocab.setdefault(word, len(self._vocab) + 2) for word in text.split()]
+        return [1, *ids] if add_bos else ids
+
+    def decode(self, tokens: list[int], special: bool) -> str:
+        words = {i: w for w, i in self._vocab.items()}
+        words[1] = "<s>" if special else ""
+        if bad := [t for t in tokens if t not in words]:
+            raise InvalidParams(f"unknown token id {bad[0]}", param="tokens")
+        return " ".join(w for w in (words[t] for t in tokens) if w)
 
     def close(self) -> None:
         return None

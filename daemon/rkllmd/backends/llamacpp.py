@@ -9,7 +9,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendUnavailable, ContextLengthExceeded, GenerationFailed, LoadFailed
+from ..errors import (
+    BackendUnavailable,
+    ContextLengthExceeded,
+    GenerationFailed,
+    InvalidParams,
+    LoadFailed,
+)
 from ..props import ModelProps
 from ..requests import BackendDefaults, GenerateRequest, LoadOptions, Usage
 from .base import EmbedResult, EmitText, GenerateResult, pick_option
@@ -180,21 +186,35 @@ class LlamaCppBackend:
     def _prompt_tokens(self, request: GenerateRequest) -> list[int]:
         if request.prompt is not None:
             return list(self._llm.tokenize(request.prompt.encode(), add_bos=True, special=False))
-        messages = [m.to_template() for m in request.messages]
-        extra: dict[str, Any] = {}
-        if request.enable_thinking is not None:
-            extra["enable_thinking"] = request.enable_thinking
-        try:
-            rendered = self._formatter(
-                messages=messages, tools=list(request.tools) or None, **extra
-            )
-        except Exception as exc:  # template code can raise anything (raise_exception)
-            raise GenerationFailed(f"the chat template rejected the conversation: {exc}") from None
+        rendered = self._rendered(request)
         return list(
             self._llm.tokenize(
                 rendered.prompt.encode(), add_bos=not rendered.added_special, special=True
             )
         )
+
+    def _rendered(self, request: GenerateRequest) -> Any:
+        messages = [m.to_template() for m in request.messages]
+        extra: dict[str, Any] = {}
+        if request.enable_thinking is not None:
+            extra["enable_thinking"] = request.enable_thinking
+        try:
+            return self._formatter(messages=messages, tools=list(request.tools) or None, **extra)
+        except Exception as exc:  # template code can raise anything (raise_exception)
+            raise GenerationFailed(f"the chat template rejected the conversation: {exc}") from None
+
+    # --- tokens --------------------------------------------------------------------
+
+    def encode_prompt(self, request: GenerateRequest) -> list[int]:
+        return self._prompt_tokens(request)
+
+    def encode(self, text: str, add_bos: bool, special: bool) -> list[int]:
+        return list(self._llm.tokenize(text.encode(), add_bos=add_bos, special=special))
+
+    def decode(self, tokens: list[int], special: bool) -> str:
+        check_token_ids(tokens, int(self._llm.n_vocab()))
+        raw = self._llm.detokenize(tokens, special=special)
+        return bytes(raw).decode("utf-8", errors="replace")
 
     def _cached_prefix(self, tokens: list[int]) -> int:
         """Prompt tokens llama.cpp will reuse from the KV cache (it keeps the prefix)."""
@@ -286,6 +306,13 @@ class LlamaCppBackend:
             if llm is not None:
                 llm.close()
         self._llm = self._embedder = None
+
+
+def check_token_ids(tokens: list[int], n_vocab: int) -> None:
+    """llama.cpp reads an out-of-range id outside its tables: refuse it first."""
+    bad = [t for t in tokens if not 0 <= t < n_vocab]
+    if bad:
+        raise InvalidParams(f"token ids must be in 0..{n_vocab - 1}; got {bad[0]}", param="tokens")
 
 
 def _emit_rest(text: TextStream, emit: EmitText) -> None:

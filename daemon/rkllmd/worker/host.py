@@ -141,6 +141,37 @@ class Host:
             p.EMBEDDING, id=job_id, vectors=result.vectors, prompt_tokens=result.prompt_tokens
         )
 
+    def handle_tokenize(self, message: dict[str, Any]) -> None:
+        """Answered at once on this thread: tokenizing is quick and only reads the
+        vocabulary, so it runs beside a generation without waiting for it."""
+        job_id = int(message["id"])
+
+        def work() -> None:
+            assert self._backend is not None
+            request = message.get("request")
+            if request is not None:
+                tokens = self._backend.encode_prompt(GenerateRequest.from_dict(request))
+            else:
+                add_bos, special = bool(message["add_bos"]), bool(message["special"])
+                tokens = self._backend.encode(str(message["text"]), add_bos, special)
+            self._events.send(p.TOKENS, id=job_id, tokens=tokens)
+
+        self._inline(job_id, work)
+
+    def handle_detokenize(self, message: dict[str, Any]) -> None:
+        job_id = int(message["id"])
+
+        def work() -> None:
+            assert self._backend is not None
+            tokens = [int(t) for t in message["tokens"]]
+            text = self._backend.decode(tokens, bool(message["special"]))
+            self._events.send(p.TEXT, id=job_id, text=text)
+
+        self._inline(job_id, work)
+
+    def _inline(self, job_id: int, work: Callable[[], None]) -> None:
+        self._guarded(job_id, lambda _job, _cancel: work(), threading.Event())
+
     def handle_abort(self, message: dict[str, Any]) -> None:
         if self._job is not None and self._job[0] == int(message["id"]):
             self._job[1].set()
@@ -161,6 +192,8 @@ def serve(commands: BinaryIO, events: EventPipe) -> int:
     handlers = {
         p.GENERATE: host.handle_generate,
         p.EMBED: host.handle_embed,
+        p.TOKENIZE: host.handle_tokenize,
+        p.DETOKENIZE: host.handle_detokenize,
         p.ABORT: host.handle_abort,
     }
     for line in commands:

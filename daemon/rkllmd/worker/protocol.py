@@ -1,7 +1,7 @@
 """Messages on the worker pipes: one JSON object per line in each direction.
 
-daemon -> worker (stdin):   load, generate, embed, abort, shutdown
-worker -> daemon (stdout):  loaded, load_failed, token, done, embedding, error
+daemon -> worker (stdin):   load, generate, embed, tokenize, detokenize, abort, shutdown
+worker -> daemon (stdout):  loaded, load_failed, token, done, embedding, tokens, text, error
 Only ``load`` may come first; a worker hosts exactly one model for its life.
 """
 
@@ -17,6 +17,8 @@ from ..wirejson import dumps_line
 LOAD = "load"
 GENERATE = "generate"
 EMBED = "embed"
+TOKENIZE = "tokenize"
+DETOKENIZE = "detokenize"
 ABORT = "abort"
 SHUTDOWN = "shutdown"
 
@@ -26,6 +28,8 @@ LOAD_FAILED = "load_failed"
 TOKEN = "token"  # noqa: S105 - a message kind, not a secret
 DONE = "done"
 EMBEDDING = "embedding"
+TOKENS = "tokens"
+TEXT = "text"
 ERROR = "error"
 
 # Token events can carry long texts and embeddings later; keep headroom.

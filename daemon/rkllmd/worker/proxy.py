@@ -181,6 +181,37 @@ class WorkerProcess:
         finally:
             self._jobs.pop(job_id, None)
 
+    async def tokenize(
+        self, text: str | None, request: GenerateRequest | None, add_bos: bool, special: bool
+    ) -> list[int]:
+        """Token ids of ``text``, or of the prompt ``request`` renders to."""
+        fields: dict[str, Any] = {"add_bos": add_bos, "special": special}
+        if request is not None:
+            fields["request"] = request.to_dict()
+        else:
+            fields["text"] = text
+        reply = await self._ask(p.TOKENIZE, p.TOKENS, **fields)
+        return [int(t) for t in reply["tokens"]]
+
+    async def detokenize(self, tokens: list[int], special: bool) -> str:
+        reply = await self._ask(p.DETOKENIZE, p.TEXT, tokens=tokens, special=special)
+        return str(reply["text"])
+
+    async def _ask(self, kind: str, answer: str, **fields: Any) -> dict[str, Any]:
+        """One request and its one answer (an error event raises its error)."""
+        job_id = next(self._ids)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._jobs[job_id] = queue
+        try:
+            await self._send(kind, id=job_id, **fields)
+            message = await queue.get()
+            if message is not _CRASHED and message["kind"] == answer:
+                return dict(message)
+            self._unpack(message)  # raises the matching error
+            raise BackendCrashed(f"the worker answered a {kind} request with something else")
+        finally:
+            self._jobs.pop(job_id, None)
+
     def _unpack(self, message: Any) -> GenerationEvent:
         if message is _CRASHED:
             if self._stopping:

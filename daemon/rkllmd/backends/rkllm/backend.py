@@ -6,6 +6,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from .kvcache import KvTracker
 from .loader import LoadedModel, load_model
 from .native import NativeModel
 from .sinks import Coalescer, HiddenSink, TextSink
+from .tokenizer import ModelTokenizer, find_tokenizer
+from .tokenizer import require as require_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +76,17 @@ class RkllmBackend:
         self._defaults = defaults
         self._model: LoadedModel | None = None
         self._kv = KvTracker()
+        self._tokenizer: ModelTokenizer | None = None
 
     def load(self, path: Path, options: LoadOptions) -> ModelProps:
         self._model = load_model(path, options, self._defaults)
         assert self._model.props is not None
-        return self._model.props
+        self._tokenizer = find_tokenizer(path)
+        if self._tokenizer is not None:
+            self._kv = KvTracker(count=self._tokenizer.count)
+        source = self._tokenizer.source if self._tokenizer else None
+        props = self._model.props
+        return replace(props, details={**props.details, "tokenizer": source})
 
     # --- generate ----------------------------------------------------------------------
 
@@ -91,6 +100,7 @@ class RkllmBackend:
             return GenerateResult("abort", Usage())
         prompt = self._prompt(model, request)
         plan = self._kv.plan(prompt, model.n_ctx)
+        self._check_context(plan.send if plan.clear else None, model.n_ctx)
         if plan.clear:
             self._kv.invalidate()
             model.native.clear_kv_cache()
@@ -119,6 +129,8 @@ class RkllmBackend:
             self._kv.record(plan, prompt, sink.pieces, kv_before, kv_after, prefill)
         else:
             self._kv.invalidate()
+        if not sink.perf and self._tokenizer is not None:
+            prefill = self._tokenizer.count(plan.send)  # no runtime figures: counted
         usage = Usage(
             prompt_tokens=kv_before + prefill,
             completion_tokens=int(sink.perf["generate_tokens"]) if sink.perf else sink.tokens,
@@ -149,6 +161,33 @@ class RkllmBackend:
         if sink.budget_hit or sink.tokens >= budget:
             return "length"
         return "stop"
+
+    def _check_context(self, whole_prompt: bytes | None, n_ctx: int) -> None:
+        """With the model's tokenizer a prompt that cannot fit is refused before the
+        run (the runtime would fail it with a bare error code)."""
+        if whole_prompt is None or self._tokenizer is None:
+            return
+        tokens = self._tokenizer.count(whole_prompt)
+        if tokens >= n_ctx:
+            raise ContextLengthExceeded(
+                f"the prompt is {tokens} tokens but the context holds {n_ctx}",
+                prompt_tokens=tokens,
+                n_ctx=n_ctx,
+            )
+
+    # --- tokens --------------------------------------------------------------------------
+
+    def encode_prompt(self, request: GenerateRequest) -> list[int]:
+        """The rendered prompt through the tokenizer, with its BOS (the runtime adds
+        one as it tokenizes)."""
+        prompt = self._prompt(self._require(), request).decode("utf-8", errors="replace")
+        return require_tokenizer(self._tokenizer).encode(prompt, add_bos=True)
+
+    def encode(self, text: str, add_bos: bool, special: bool) -> list[int]:
+        return require_tokenizer(self._tokenizer).encode(text, add_bos)
+
+    def decode(self, tokens: list[int], special: bool) -> str:
+        return require_tokenizer(self._tokenizer).decode(tokens, special)
 
     # --- embed -------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ that did not end normally (abort, stop string, error) leaves the cache unknown.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # Used to estimate a suffix's tokens before it is sent, until a run measured it.
@@ -38,10 +39,11 @@ def _is_utf8(data: bytes) -> bool:
 
 
 class KvTracker:
-    def __init__(self) -> None:
+    def __init__(self, count: Callable[[bytes], int] | None = None) -> None:
         self._text: bytes | None = None  # None: the cache content is unknown
         self._tokens = 0
         self._tokens_per_byte = DEFAULT_TOKENS_PER_BYTE
+        self._count = count  # the model's tokenizer, when its tokenizer.json is there
 
     @property
     def valid(self) -> bool:
@@ -56,6 +58,10 @@ class KvTracker:
         self._tokens = 0
 
     def estimate_tokens(self, data: bytes) -> int:
+        """The tokens ``data`` will take: counted by the tokenizer when there is one,
+        else estimated from the bytes per token the last runs measured."""
+        if self._count is not None:
+            return self._count(data)
         return int(len(data) * self._tokens_per_byte * ESTIMATE_MARGIN) + 8
 
     def plan(self, prompt: bytes, n_ctx: int) -> Plan:
