@@ -86,6 +86,13 @@ class RkllmSection(_Section):
     chat_template: str | None = None  # a family name (chatml, qwen3, ...) or Jinja
 
 
+class SamplingSection(_Section):
+    # Sampler override presets (*.toml, *.yml, *.yaml), TabbyAPI's "sampler overrides".
+    presets_dir: Path = Path("/etc/rkllmd/sampler-overrides")
+    # The preset in force from start; None: no overrides until one is switched on.
+    preset: str | None = Field(None, min_length=1, max_length=255)
+
+
 class HttpSection(_Section):
     enabled: bool = True
     listen: str = "127.0.0.1:8080"
@@ -177,6 +184,7 @@ class Config(_Section):
     generation: GenerationSection = GenerationSection()
     llamacpp: LlamaCppSection = LlamaCppSection()
     rkllm: RkllmSection = RkllmSection()
+    sampling: SamplingSection = SamplingSection()
     http: HttpSection = HttpSection()
     hub: HubSection = HubSection()
     vision: VisionSection = VisionSection()

@@ -73,6 +73,12 @@ class UnknownTemplate(InvalidParams):
     code = "unknown_template"
 
 
+class UnknownPreset(InvalidParams):
+    """A sampler override preset that the presets folder does not hold."""
+
+    code = "unknown_preset"
+
+
 # --- the request is fine but names something that is not there --------------------
 
 

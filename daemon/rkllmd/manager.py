@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,6 +25,7 @@ from .config import LiveConfig
 from .embedslot import EmbeddingSlot
 from .errors import LoadFailed, LoadNotPermitted, ModelPinned, NoModelLoaded, RkllmdError
 from .metrics import Metrics
+from .presets import SamplerPresets
 from .props import ModelProps
 from .requests import BackendDefaults, GenerateRequest, GenerationEvent, LoadOptions
 from .slot import ModelSlot
@@ -108,6 +110,7 @@ class ModelManager:
         self._listing: tuple[tuple[Path | None, ...], list[ModelView]] | None = None
         registry.add_listener(self._forget_listing)
         self.embedding = EmbeddingSlot(config, spawn, self._defaults, self.metrics)
+        self.presets = SamplerPresets(config)
 
     # --- queries -------------------------------------------------------------------
 
@@ -346,6 +349,7 @@ class ModelManager:
         ``may_load`` False: refuse (LoadNotPermitted) rather than load or replace a
         model for this request; what is resident serves it as usual."""
         entry = self._registry.resolve(model) if model else None
+        request = await self._with_presets(request)
         async with self._slot.hold(bounded=True):
             resident = await self._ensure_resident(entry, may_load)
             self._set_state(State.GENERATING)
@@ -359,6 +363,12 @@ class ModelManager:
                 if self._state is State.GENERATING:
                     self._set_state(State.READY)
         self._arm_idle_timer()
+
+    async def _with_presets(self, request: GenerateRequest) -> GenerateRequest:
+        """The sampler override preset in force, applied (see presets.py)."""
+        if self.presets.config_changed():
+            await asyncio.to_thread(self.presets.follow_config)
+        return dataclasses.replace(request, sampling=self.presets.apply(request.sampling))
 
     async def embed(
         self, texts: list[str], model: str | None = None, *, may_load: bool = True

@@ -76,11 +76,15 @@ class Sampling:
     # Keep generating past end-of-sequence until max_tokens (benchmarks, tests);
     # backends whose runtime cannot do this ignore it and say so in their props.
     ignore_eos: bool = False
+    # The fields the request set itself (the rest are defaults): sampler presets
+    # override only those it left alone, unless they force.
+    given: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Sampling:
         values = dict(data)
         values["stop"] = tuple(values.get("stop") or ())
+        values["given"] = tuple(values.get("given") or ())
         return cls(**values)
 
 

@@ -59,6 +59,9 @@ def to_sampling(fields: SamplingFields, max_tokens: int | None, default_max: int
     """
     stop = fields.stop
     seed = fields.seed
+    given = set(fields.model_fields_set) & set(SamplingFields.model_fields)
+    if max_tokens:
+        given.add("max_tokens")
     return Sampling(
         max_tokens=max_tokens or default_max,
         temperature=fields.temperature,
@@ -71,4 +74,5 @@ def to_sampling(fields: SamplingFields, max_tokens: int | None, default_max: int
         seed=None if seed is None or seed == -1 else seed % 2**32,
         stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
         ignore_eos=fields.ignore_eos,
+        given=tuple(sorted(given)),
     )

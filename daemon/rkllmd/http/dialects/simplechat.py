@@ -213,6 +213,17 @@ async def unload(request: web.Request) -> web.Response:
 # --- chat ------------------------------------------------------------------------------
 
 
+# The camelCase config fields by their sampling names (sampler presets need to know
+# which ones the request set).
+GIVEN = {
+    "maxTokens": "max_tokens",
+    "temperature": "temperature",
+    "topP": "top_p",
+    "presencePenalty": "presence_penalty",
+    "frequencyPenalty": "frequency_penalty",
+}
+
+
 def _generate_request(body: SimpleChatRequest, default_max: int) -> GenerateRequest:
     c = body.config
     sampling = Sampling(
@@ -221,6 +232,7 @@ def _generate_request(body: SimpleChatRequest, default_max: int) -> GenerateRequ
         top_p=c.topP,
         presence_penalty=c.presencePenalty,
         frequency_penalty=c.frequencyPenalty,
+        given=tuple(sorted(GIVEN[f] for f in c.model_fields_set if f in GIVEN)),
     )
     if body.messages:
         messages = tuple(ChatMessage(m.role, m.content) for m in body.messages)
