@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import __version__
+from .catalog.loras import lora_dir
 from .catalog.registry import ModelEntry, ModelRegistry
 from .config import LiveConfig
 from .embedslot import EmbeddingSlot
@@ -310,10 +311,14 @@ class ModelManager:
                 chat_template=npu.chat_template,
                 library=str(npu.library) if npu.library else None,
                 runtime_version=npu.version,
+                lora_dir=str(lora_dir(config.models_dir)),
             )
         cpu = config.llamacpp
         return BackendDefaults(
-            ctx_size=cpu.ctx_size, threads=cpu.threads, batch_size=cpu.batch_size
+            ctx_size=cpu.ctx_size,
+            threads=cpu.threads,
+            batch_size=cpu.batch_size,
+            lora_dir=str(lora_dir(config.models_dir)),
         )
 
     async def unload(self) -> Status:

@@ -31,13 +31,21 @@ class LoadOptions:
     # RKLLM: NPU cores are fixed when a model is converted; a request for them is
     # reported in the model's props, not applied.
     npu_cores: int | None = None
+    # LoRA adapters to apply, by name (files of the models dir's lora/ folder), with
+    # their scale.
+    loras: tuple[tuple[str, float], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return _without_none(asdict(self))
+        data = _without_none(asdict(self))
+        if not self.loras:
+            del data["loras"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LoadOptions:
-        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+        values: dict[str, Any] = {f.name: data.get(f.name) for f in fields(cls)}
+        values["loras"] = tuple((str(n), float(s)) for n, s in data.get("loras") or ())
+        return cls(**values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +60,8 @@ class BackendDefaults:
     # library does not say.
     library: str | None = None
     runtime_version: str | None = None
+    # Where LoRA adapters named in the load options are (the models dir's lora/).
+    lora_dir: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _without_none(asdict(self))

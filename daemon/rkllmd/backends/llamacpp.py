@@ -19,6 +19,7 @@ from ..errors import (
 from ..props import ModelProps
 from ..requests import BackendDefaults, GenerateRequest, LoadOptions, Usage
 from .base import EmbedResult, EmitText, GenerateResult, pick_option
+from .gguf_lora import adapter_paths, apply_adapters
 from .textstream import TextStream
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,18 @@ class LlamaCppBackend:
             raise LoadFailed(
                 "llama.cpp could not load the model (corrupt, truncated or unsupported file)"
             ) from None
+        try:
+            adapters = adapter_paths(defaults.lora_dir, options.loras)
+            apply_adapters(
+                self._lib,
+                self._llm._model.model,
+                self._llm._ctx.ctx,
+                adapters,
+                self._llm._stack.callback,
+            )
+        except LoadFailed:
+            self.close()
+            raise
         train_ctx = int(self._llm._model.n_ctx_train())
         if options.ctx_size and train_ctx > 0 and options.ctx_size > train_ctx:
             self.close()

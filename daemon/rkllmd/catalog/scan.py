@@ -21,6 +21,7 @@ from .metadata import collect as collect_metadata
 logger = logging.getLogger(__name__)
 
 MODEL_EXTENSIONS = (".gguf", ".rkllm")
+LORA_FOLDER = "lora"  # top-level folder of adapters, listed by catalog/loras.py
 TEMP_SUFFIXES = (".part", ".incomplete", ".tmp", ".partial", ".download")
 
 _MAX_DEPTH = 32  # bind mounts can still form cycles although symlinked dirs are skipped
@@ -94,6 +95,8 @@ def _scan_dir(
                     continue
                 rel = f"{rel_dir}/{de.name}" if rel_dir else de.name
                 if de.is_dir(follow_symlinks=False):
+                    if not rel_dir and de.name == LORA_FOLDER:
+                        continue  # LoRA adapters (catalog/loras.py), not models
                     if depth < _MAX_DEPTH:
                         stack.append((rel, de.path, depth + 1))
                 elif de.name.lower().endswith(MODEL_EXTENSIONS):  # so never a temp suffix

@@ -310,6 +310,7 @@ def bind(lib: ctypes.CDLL, abi: Abi) -> None:
         "rkllm_get_kv_cache_size": (c_int, [h, POINTER(c_int)]),
         "rkllm_set_chat_template": (c_int, [h, c_char_p, c_char_p, c_char_p]),
         "rkllm_set_function_tools": (c_int, [h, c_char_p, c_char_p, c_char_p]),
+        "rkllm_load_lora": (c_int, [h, POINTER(LoraAdapter)]),
     }
     for name, (restype, argtypes) in table.items():
         func = getattr(lib, name)

@@ -32,6 +32,7 @@ class LoadedModel:
     n_ctx: int
     init_sampling: Sampling
     props: ModelProps | None = None
+    lora: str | None = None  # the adapter loaded with rkllm_load_lora, used by every run
 
     def make_input(self, text: bytes, enable_thinking: bool | None) -> Any:
         rk_input = self.native.abi.input()
@@ -47,6 +48,8 @@ class LoadedModel:
         infer = self.native.abi.infer()
         infer.mode = mode
         infer.keep_history = keep_history
+        if self.lora is not None and mode == c.INFER_GENERATE:
+            infer.lora_params = ctypes.pointer(c.LoraParam(self.lora.encode()))
         if self.native.abi.per_run_sampling:
             infer.max_new_tokens = max_new
             if sampling is not None:
@@ -127,9 +130,26 @@ def load_model(path: Path, options: LoadOptions, defaults: BackendDefaults) -> L
     if native.set_chat_template("", "", "") != 0:
         native.destroy()
         raise LoadFailed("the RKLLM runtime refused the pass-through chat template")
-    model = LoadedModel(native, chat_format, ctx, sampling)
+    model = LoadedModel(
+        native, chat_format, ctx, sampling, lora=_load_lora(native, options, defaults)
+    )
     model.props = _props(model, facts, options, threads, sizes)
     return model
+
+
+def _load_lora(native: NativeModel, options: LoadOptions, defaults: BackendDefaults) -> str | None:
+    """rkllm_load_lora for the adapter asked for; its name, which each run selects."""
+    if not options.loras:
+        return None
+    if len(options.loras) > 1 or defaults.lora_dir is None:
+        native.destroy()
+        raise LoadFailed("the NPU runtime applies one LoRA adapter at a time")
+    name, scale = options.loras[0]
+    path = Path(defaults.lora_dir) / f"{name}.rkllm"
+    if native.load_lora(os.fsencode(path), name, scale) != 0:
+        native.destroy()
+        raise LoadFailed(f"the RKLLM runtime could not load the LoRA adapter {name}")
+    return name
 
 
 def _init_error(rc: int, ctx: int, facts: dict[str, Any], log: list[str]) -> LoadFailed:

@@ -49,6 +49,7 @@ class NativeModel:
         self._callbacks: Any = None
         self._sink: RunSink | None = None
         self._run_lock = threading.Lock()
+        self._lora: Any = None
         self.init_log: list[str] = []
 
     # --- lifecycle -------------------------------------------------------------------
@@ -87,6 +88,12 @@ class NativeModel:
                 self._handle, system.encode(), prefix.encode(), postfix.encode()
             )
         )
+
+    def load_lora(self, path: bytes, name: str, scale: float) -> int:
+        """rkllm_load_lora: the adapter is then chosen per run by its name."""
+        adapter = c.LoraAdapter(path, name.encode(), scale)
+        self._lora = adapter  # the runtime may keep the strings' pointers
+        return int(self.lib.rkllm_load_lora(self._handle, ctypes.byref(adapter)))
 
     def clear_kv_cache(self) -> int:
         return int(self.lib.rkllm_clear_kv_cache(self._handle, 0, None, None))
