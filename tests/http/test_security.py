@@ -217,3 +217,14 @@ async def test_auth_permission_names_the_key(make_client) -> None:
     assert (await client.get("/v1/auth/permission")).status == 401
     open_client = await make_client(load=False)
     assert (await (await open_client.get("/v1/auth/permission")).json())["permission"] == "admin"
+
+
+async def test_fixed_paths_answer_405_to_other_methods(make_client) -> None:
+    """GET /v1/models/{id} must not take GET on a fixed path that has no GET."""
+    client = await make_client(load=False)
+    for path in ("/v1/models/load", "/v1/models/embedding/load", "/v1/models/unload"):
+        answer = await client.get(path)
+        assert answer.status == 405, path
+        assert "POST" in answer.headers["Allow"]
+        assert (await answer.json())["error"]["code"] == "method_not_allowed"
+    assert (await client.get("/v1/models/nope")).status == 404  # still a model lookup

@@ -92,6 +92,30 @@ def _mark_admin(handler: Handler) -> Handler:
     return admin_handler
 
 
+def _not_allowed(allowed: set[str]) -> Handler:
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
+
+    return refuse
+
+
+def _add_routes(router: web.UrlDispatcher, routes: tuple[Route, ...]) -> None:
+    """Every route, in order. A pattern such as ``GET /v1/models/{model_id}`` would also
+    take the fixed paths before it that lack its method (``GET /v1/models/load``): those
+    answer 405 with their Allow header instead, as their own method list says."""
+    fixed: dict[str, set[str]] = {}
+    for route in routes:
+        if "{" in route.path:
+            prefix = route.path.split("{", 1)[0]
+            for path, methods in fixed.items():
+                if path.startswith(prefix) and path != prefix and route.method not in methods:
+                    router.add_route(route.method, path, _not_allowed(set(methods)))
+        else:
+            fixed.setdefault(route.path, set()).add(route.method)
+        handler = _mark_admin(route.handler) if route.admin else route.handler
+        router.add_route(route.method, route.path, handler)
+
+
 def build_app(services: Services) -> web.Application:
     app = web.Application(
         middlewares=[edge_middleware], client_max_size=services.config.current.http.max_body_bytes
@@ -102,9 +126,7 @@ def build_app(services: Services) -> web.Application:
     app.on_response_prepare.append(say_unresolved)
     spec = openapi(ROUTES)
     page = ops.docs_page(spec)
-    for route in ROUTES:
-        handler = _mark_admin(route.handler) if route.admin else route.handler
-        app.router.add_route(route.method, route.path, handler)
+    _add_routes(app.router, ROUTES)
 
     async def openapi_json(request: web.Request) -> web.Response:
         return web.json_response(spec)
