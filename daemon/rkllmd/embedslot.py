@@ -3,9 +3,9 @@
 It serves ``/v1/embeddings`` (and RPC ``embed``) for the model it holds while the
 chat model stays resident and keeps generating: the two workers are separate
 processes with separate queues. A GGUF model runs on llama.cpp on the CPU. An
-``.rkllm`` model is refused: the NPU runtime is not known to take a second model
-instance beside the chat model (a second process would compete for the NPU's
-memory), so the NPU holds one model.
+``.rkllm`` model is refused (400 ``unsupported_model_format``): the NPU runtime is
+not known to take a second model instance beside the chat model (a second process
+would compete for the NPU's memory), so the NPU holds one model.
 
 A crash of this worker drops the embedding model and nothing else; the daemon's
 state (health, ``status.state``) is the chat model's.
@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from .catalog.registry import ModelEntry
 from .config import LiveConfig
-from .errors import NoModelLoaded, NotAvailable
+from .errors import NoModelLoaded, UnsupportedModelFormat
 from .metrics import Metrics
 from .props import ModelProps
 from .requests import BackendDefaults, LoadOptions
@@ -75,9 +75,10 @@ class EmbeddingSlot:
 
     async def load(self, entry: ModelEntry, progress: ProgressCallback) -> None:
         if entry.format != "gguf":
-            raise NotAvailable(
+            raise UnsupportedModelFormat(
                 "an embedding model beside the chat model must be a GGUF model (CPU): "
-                "the NPU holds one model at a time"
+                "the NPU holds one model at a time",
+                model=entry.id,
             )
         async with self._slot.hold(bounded=False):
             if self.holds(entry):

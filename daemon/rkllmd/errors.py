@@ -73,6 +73,13 @@ class UnknownTemplate(InvalidParams):
     code = "unknown_template"
 
 
+class UnsupportedModelFormat(InvalidParams):
+    """The named model's format cannot serve this purpose (an .rkllm embedding model
+    beside the chat model)."""
+
+    code = "unsupported_model_format"
+
+
 class UnknownPreset(InvalidParams):
     """A sampler override preset that the presets folder does not hold."""
 

@@ -75,7 +75,7 @@ def parse_overrides(data: Any) -> dict[str, Override]:
                 f"unknown sampler override {raw_name!r}; known: {', '.join(sorted(FIELDS))}",
                 param=str(raw_name),
             )
-        if not isinstance(spec, dict) or "override" not in spec:
+        if not isinstance(spec, dict) or spec.get("override") is None:
             raise InvalidParams(
                 f"sampler override {raw_name}: expected {{override, force?, additive?}}",
                 param=str(raw_name),

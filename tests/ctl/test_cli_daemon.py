@@ -305,7 +305,8 @@ def test_embedding_model_beside_the_chat_model(start_daemon, smol_dir: Path) -> 
     refused = ctl(daemon.socket, "load", "--embedding", "--ctx-size", "512", "embedder")
     assert refused.code == 1 and "load options" in refused.stderr
     assert (
-        ok(daemon.socket, "unload", "--embedding").stdout.strip() == "unloaded the embedding model embedder"
+        ok(daemon.socket, "unload", "--embedding").stdout.strip()
+        == "unloaded the embedding model embedder"
     )
     status = ok(daemon.socket, "--json", "status").json()
     assert status["embedding"] is None and status["model"] == MODEL_ID

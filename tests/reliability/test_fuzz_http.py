@@ -10,10 +10,11 @@ One refinement of a built-in check: a schema-valid chat whose prompt does not
 fit the loaded model's context is rightly refused (400 ``context_length_exceeded``,
 as OpenAI does), and so is a load asking for more context than the model file
 supports (400 ``load_failed`` with ``details.limit``), a template or sampler preset
-name that is not in its folder (400 ``unknown_template``, ``unknown_preset``), and a
-chat when a fuzzed unload left no model loaded (400 ``no_model_loaded``, the documented
-contract). All depend on the model and on state (what the fuzzer loaded or unloaded
-last), which a JSON schema cannot express.
+name that is not in its folder (400 ``unknown_template``, ``unknown_preset``), an
+``.rkllm`` model named as the separate embedding model (400
+``unsupported_model_format``), and a chat when a fuzzed unload left no model loaded
+(400 ``no_model_loaded``, the documented contract). All depend on the model and on
+state (what the fuzzer loaded or unloaded last), which a JSON schema cannot express.
 ``positive_data_acceptance`` is replaced by
 the same check with that allowance. This module is also the schemathesis hooks
 module of the run (``SCHEMATHESIS_HOOKS``), which is how the CLI learns about it.
@@ -56,8 +57,15 @@ def _refused_by_state(response: Any) -> bool:
     if response.status_code != 400 or not isinstance(error, dict):
         return False
     limit = isinstance(error.get("details"), dict) and "limit" in error["details"]
-    # unknown_template/preset: the names are the files of a folder, not a schema enum.
-    state = ("context_length_exceeded", "no_model_loaded", "unknown_template", "unknown_preset")
+    # unknown_template/preset: the names are the files of a folder, not a schema enum;
+    # unsupported_model_format: the named file's format decides (an .rkllm embedding model).
+    state = (
+        "context_length_exceeded",
+        "no_model_loaded",
+        "unknown_template",
+        "unknown_preset",
+        "unsupported_model_format",
+    )
     return error.get("code") in state or (
         error.get("code") == "load_failed" and limit
     )

@@ -140,7 +140,8 @@ async def test_load_errors(two_models, smol_dir: Path) -> None:
     await manager_of(client)._registry.scan()
     refused = await client.post("/v1/models/embedding/load", json={"embedding_model_name": "npu"})
     body = await refused.json()
-    assert refused.status == 501 and "GGUF" in body["message"]
+    assert refused.status == 400 and body["error"]["code"] == "unsupported_model_format"
+    assert "GGUF" in body["message"]
     assert manager_of(client).status().embedding is None
 
 

@@ -9,9 +9,11 @@ import asyncio
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from .... import errors as e
+from ....presets import ALIASES, FIELDS
+from ....wire import SamplingFields
 from ...edge import read_body
 from ...routing import Route
 from ...schemas import Body
@@ -19,11 +21,44 @@ from ...services import services
 from .models import is_admin
 
 
+def _overrides_schema() -> dict[str, Any]:
+    """What ``overrides`` may hold, for /openapi.json: each sampling field (and
+    TabbyAPI's aliases) with a value in the request field's range."""
+    fields = SamplingFields.model_json_schema()["properties"]
+    properties: dict[str, Any] = {}
+    for name in sorted(FIELDS):
+        for spelled in [name, *(a for a, n in ALIASES.items() if n == name)]:
+            value = {"allOf": [fields[name]], "not": {"type": "null"}}
+            spec: dict[str, Any] = {"override": value, "force": {"type": "boolean"}}
+            if name == "stop":
+                spec["additive"] = {"type": "boolean"}
+            properties[spelled] = {
+                "type": "object",
+                "properties": spec,
+                "required": ["override"],
+                "additionalProperties": False,
+            }
+    return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
 class OverrideSwitchRequest(Body):
     """A preset name, or overrides given inline (``{field: {override, force?}}``)."""
 
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["preset"], "properties": {"preset": {"type": "string"}}},
+                {"required": ["overrides"], "properties": {"overrides": {"type": "object"}}},
+            ]
+        },
+    )
+
     preset: Annotated[str, Field(min_length=1, max_length=255)] | None = None
-    overrides: Annotated[dict[str, Any], Field(max_length=64)] | None = None
+    overrides: (
+        Annotated[dict[str, Any], Field(max_length=64, json_schema_extra=_overrides_schema())]
+        | None
+    ) = None
 
 
 def _answer(request: web.Request, presets: list[str]) -> web.Response:
