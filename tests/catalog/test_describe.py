@@ -68,5 +68,9 @@ def test_generated_description_of_an_unknown_file() -> None:
     bare = card("blob", "gguf", 3 * 2**30)
     assert (bare.name, bare.type) == ("blob", "chat")
     assert bare.description == "Chat model, GGUF (CPU, llama.cpp), 3.0 GiB"
+    assert (
+        card("tiny.Q4_0", "gguf", 4096).description
+        == "Chat model, Q4_0, GGUF (CPU, llama.cpp), 4 KiB"
+    )
     npu = card("Qwen2.5-0.5B-Instruct_W8A8_RK3588", "rkllm", 600 * 2**20)
     assert npu.description == "Chat model, 0.5B parameters, W8A8, RKLLM for the RK3588, 600 MiB"

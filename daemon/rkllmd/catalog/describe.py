@@ -165,4 +165,6 @@ def _summary(c: Card, fmt: str, size_bytes: int, rkllm: RkllmName) -> str:
 def _size(size_bytes: int) -> str:
     if size_bytes >= 1 << 30:
         return f"{size_bytes / (1 << 30):.1f} GiB"
-    return f"{size_bytes / (1 << 20):.0f} MiB"
+    if size_bytes >= 1 << 20:
+        return f"{size_bytes / (1 << 20):.0f} MiB"
+    return f"{max(size_bytes, 1) / 1024:.0f} KiB"
