@@ -20,7 +20,7 @@ import requests
 
 from tests.backends.conftest import NpuDaemon
 from tests.fixtures.build_double import write_model
-from tests.helpers import DaemonProcess
+from tests.helpers import MODEL_ID, DaemonProcess, place_model
 
 GEMMA = "google_gemma-3-270m-w8a8-opt0-hybrid0-npu3-ctx16384-rk3588"
 QWEN = "Qwen_Qwen3-0.6B-w8a8-rk3588"
@@ -218,3 +218,20 @@ def test_unknown_model_error_mode(guide_models: Path, npu_daemon: NpuDaemon) -> 
     )
     assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
     assert NOT_FOUND not in response.headers
+
+
+@pytest.mark.real_model  # the fast tier's fake backend needs no runtime library
+def test_missing_runtime_keeps_the_cpu_model_serving(
+    guide_models: Path, npu_daemon: NpuDaemon
+) -> None:
+    place_model(guide_models)
+    missing = str(guide_models.parent / "no-such-librkllmrt.so")
+    guide = npu_daemon(load=False, env={"RKLLMD_RKLLM__LIBRARY": missing})
+    base = guide.http_url
+    requests.post(f"{base}/v1/models/load", json={"model": "smollm2"}).raise_for_status()
+    response = requests.post(f"{base}/v1/models/load", json={"model": "gemma-3-270m"})
+    error = response.json()["error"]
+    assert response.status_code == 500 and error["code"] == "backend_unavailable"
+    assert error["details"]["restored"] == MODEL_ID and missing not in error["message"]
+    current = requests.get(f"{base}/v1/models/loaded").json()
+    assert current["model_name"] == MODEL_ID and current["model_path"] == f"{MODEL_ID}.gguf"
