@@ -50,17 +50,28 @@ def openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
 
 _ERROR_SCHEMA = {
     "type": "object",
+    "description": (
+        "OpenAI's {error: {message, type, param, code}}; the simple chat dialect answers "
+        "{detail, code} and a failed /models/load {loaded: false, error: message, code}"
+    ),
     "properties": {
         "error": {
-            "type": "object",
-            "properties": {
-                "message": {"type": "string"},
-                "type": {"type": "string"},
-                "param": {"type": ["string", "null"]},
-                "code": {"type": "string"},
-            },
-            "required": ["message", "type", "code"],
-        }
+            "anyOf": [
+                {
+                    "type": "object",
+                    "properties": {
+                        "message": {"type": "string"},
+                        "type": {"type": "string"},
+                        "param": {"type": ["string", "null"]},
+                        "code": {"type": "string"},
+                    },
+                    "required": ["message", "type", "code"],
+                },
+                {"type": "string"},
+            ]
+        },
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
     },
 }
 

@@ -51,6 +51,8 @@ async def delete_model(request: web.Request) -> web.Response:
 
 async def clean(request: web.Request) -> web.Response:
     store = _store(request)
+    if not request.can_read_body:  # it removes everything: no accidental empty POST
+        raise e.InvalidParams('a JSON body is required: {} or {"force": true}', param="force")
     body = await read_body(request, CleanRequest, services(request).config.current.http)
     return web.json_response(await store.remove_all(force=body.force))
 

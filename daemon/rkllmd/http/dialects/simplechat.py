@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import ConfigDict, Field, StrictBool
 
 from ... import errors as e
-from ...images import ImageInput, decode_images, refuse_without_vision
+from ...images import MIME_TYPES, ImageInput, decode_images, refuse_without_vision
 from ...requests import ChatMessage, GenerateRequest, Sampling
 from ...wire import NUMBER
 from ..edge import may_load_models, read_body
@@ -36,8 +36,14 @@ ONE_RESIDENT = "rkllmd keeps one model resident, so every load is exclusive"
 
 
 class ImageIn(Body):
+    # Base64 or a data: URL of JPEG, PNG or WebP bytes (images.py checks the bytes).
     data_base64: Annotated[str, Field(min_length=1)]
-    mime_type: Annotated[str, Field(max_length=100)] | None = None
+    mime_type: (
+        Annotated[
+            str, Field(max_length=100, json_schema_extra={"enum": [*MIME_TYPES, "image/jpg"]})
+        ]
+        | None
+    ) = None
 
 
 class SimpleMessage(Body):
@@ -81,6 +87,16 @@ class LoadRequest(Body):
 
 
 class UnloadRequest(Body):
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["model_key"], "properties": {"model_key": {"type": "string"}}},
+                {"required": ["unload_all"], "properties": {"unload_all": {"const": True}}},
+            ]
+        },
+    )
+
     model_key: ModelName | None = None
     unload_all: StrictBool = False
 
