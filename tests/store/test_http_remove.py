@@ -116,6 +116,8 @@ def test_clean_removes_everything_with_the_same_guards(
     url = f"{daemon.http_url}/v1/models/clean"
     refused = requests.post(url, json={})
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "model_in_use"
+    empty = requests.post(url)  # no body: refused, it would remove everything
+    assert empty.status_code == 400 and empty.json()["error"]["param"] == "force"
     bad = requests.post(url, json={"force": "yes"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "force"
     assert len(cards(daemon)) == 2
