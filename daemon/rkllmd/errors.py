@@ -80,6 +80,12 @@ class UnsupportedModelFormat(InvalidParams):
     code = "unsupported_model_format"
 
 
+class TokenizerUnavailable(UnsupportedModelFormat):
+    """An .rkllm model without the tokenizer.json that tokenizing needs."""
+
+    code = "tokenizer_unavailable"
+
+
 class UnknownPreset(InvalidParams):
     """A sampler override preset that the presets folder does not hold."""
 

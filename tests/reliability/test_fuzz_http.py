@@ -12,7 +12,8 @@ as OpenAI does), and so is a load asking for more context than the model file
 supports (400 ``load_failed`` with ``details.limit``), a template or sampler preset
 name that is not in its folder (400 ``unknown_template``, ``unknown_preset``), an
 ``.rkllm`` model named as the separate embedding model (400
-``unsupported_model_format``), and a chat when a fuzzed unload left no model loaded
+``unsupported_model_format``) or asked to tokenize without its tokenizer.json (400
+``tokenizer_unavailable``), and a chat when a fuzzed unload left no model loaded
 (400 ``no_model_loaded``, the documented contract). All depend on the model and on
 state (what the fuzzer loaded or unloaded last), which a JSON schema cannot express.
 ``positive_data_acceptance`` is replaced by
@@ -61,7 +62,8 @@ def _refused_by_state(response: Any) -> bool:
     details = error.get("details", error)
     limit = isinstance(details, dict) and "limit" in details
     # unknown_template/preset: the names are the files of a folder, not a schema enum;
-    # unsupported_model_format: the named file's format decides (an .rkllm embedding model);
+    # unsupported_model_format, tokenizer_unavailable: the model's files decide (an .rkllm
+    # embedding model; an .rkllm model without tokenizer.json);
     # invalid_image/model_has_no_vision: a string the schema calls base64 need not hold a
     # JPEG/PNG/WebP image, and no model here can see one.
     state = (
@@ -72,6 +74,7 @@ def _refused_by_state(response: Any) -> bool:
         "unsupported_model_format",
         "invalid_image",
         "model_has_no_vision",
+        "tokenizer_unavailable",
     )
     return error.get("code") in state or (error.get("code") == "load_failed" and limit)
 

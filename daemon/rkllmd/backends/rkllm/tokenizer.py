@@ -4,8 +4,8 @@ The RKLLM runtime has no tokenize call. A pull from the Hub fetches the reposito
 ``tokenizer.json`` beside the model (``hub.technical_files``); with the ``tokenizers``
 library it gives exact token ids and counts. Where it is present it replaces the
 byte-based estimates (context checks, the KV-cache plan, usage without runtime
-figures); where it is absent, token routes answer a clear error and the estimates
-stay.
+figures); where it is absent, token routes answer a clear error (400
+``tokenizer_unavailable``) and the estimates stay.
 
 Looked up as ``<model stem>.tokenizer.json`` (several models in one folder), then
 ``tokenizer.json``. A file the library cannot read is logged and ignored.
@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ...errors import InvalidParams, NotAvailable
+from ...errors import InvalidParams, TokenizerUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _open(path: Path) -> ModelTokenizer | None:
 
 def require(tokenizer: ModelTokenizer | None) -> ModelTokenizer:
     if tokenizer is None:
-        raise NotAvailable(
+        raise TokenizerUnavailable(
             "tokenizing needs the model's tokenizer.json next to the .rkllm file "
             "(rkllmctl pull fetches it with the model); the NPU runtime cannot tokenize"
         )

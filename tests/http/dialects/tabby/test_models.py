@@ -263,6 +263,14 @@ MANAGEMENT = [
     ("POST", "/v1/models/embedding/load", {"embedding_model_name": "smollm2"}),
     ("POST", "/v1/model/embedding/unload", None),
     ("DELETE", "/v1/models/embedding/current", None),
+    ("POST", "/v1/lora/load", {"loras": [{"name": "x"}]}),
+    ("POST", "/v1/loras/load", {"loras": [{"name": "x"}]}),
+    ("POST", "/v1/lora/unload", None),
+    ("DELETE", "/v1/loras/active", None),
+    ("POST", "/v1/sampling/override/switch", {"overrides": {}}),
+    ("POST", "/v1/sampler/overrides/switch", {"overrides": {}}),
+    ("POST", "/v1/sampling/override/unload", None),
+    ("DELETE", "/v1/sampler/overrides/active", None),
 ]
 READING = [
     "/v1/model",
@@ -277,6 +285,13 @@ READING = [
     "/v1/templates",
     "/v1/model/embedding/list",
     "/v1/models/embedding",
+    "/v1/lora/list",
+    "/v1/loras",
+    "/v1/lora",
+    "/v1/loras/active",
+    "/v1/sampling/override/list",
+    "/v1/sampling/overrides",
+    "/v1/sampler/overrides",
     "/v1/auth/permission",
 ]
 

@@ -6,7 +6,7 @@ exactly as a generation sees it (the model's template with the assistant's
 generation prompt, its BOS handling); ``add_bos_token`` and
 ``encode_special_tokens`` apply to plain text. GGUF models use llama.cpp's
 tokenizer; ``.rkllm`` models the ``tokenizer.json`` next to the model file (without
-it: 501 ``not_available``).
+it: 400 ``tokenizer_unavailable``).
 """
 
 from __future__ import annotations
