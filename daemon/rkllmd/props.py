@@ -27,6 +27,7 @@ class ModelProps:
     # Some templates (DeepSeek-R1 distills) open <think> in the prompt itself.
     reasoning_starts_open: bool = False
     slots: int = 1  # generations the backend runs at once
+    logprobs: bool = False  # can report token log-probabilities
     notes: tuple[str, ...] = ()
     # Native runtime facts (RKLLM: library, version, driver, struct sizes).
     runtime: Facts | None = None

@@ -34,6 +34,14 @@ class LoadOptions:
     # LoRA adapters to apply, by name (files of the models dir's lora/ folder), with
     # their scale.
     loras: tuple[tuple[str, float], ...] = ()
+    # llama.cpp: generations decoded together in one context.
+    parallel: int | None = None
+    # llama.cpp speculative decoding: a smaller GGUF with the same vocabulary (its
+    # path; the manager resolves a model name), or prompt lookup with n-grams of
+    # this size; at most draft_tokens guesses a step.
+    draft_model: str | None = None
+    lookup_ngram: int | None = None
+    draft_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = _without_none(asdict(self))
@@ -62,6 +70,11 @@ class BackendDefaults:
     runtime_version: str | None = None
     # Where LoRA adapters named in the load options are (the models dir's lora/).
     lora_dir: str | None = None
+    # llama.cpp: generations decoded together; speculative decoding by default.
+    parallel: int | None = None
+    draft_model: str | None = None
+    lookup_ngram: int | None = None
+    draft_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _without_none(asdict(self))
@@ -89,12 +102,19 @@ class Sampling:
     # The fields the request set itself (the rest are defaults): sampler presets
     # override only those it left alone, unless they force.
     given: tuple[str, ...] = ()
+    # Token id -> bias added to its logit (OpenAI logit_bias; -100 bans the token).
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    # A GBNF grammar (root rule "root") the output must follow (llama.cpp).
+    grammar: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Sampling:
         values = dict(data)
         values["stop"] = tuple(values.get("stop") or ())
         values["given"] = tuple(values.get("given") or ())
+        values["logit_bias"] = tuple(
+            (int(token), float(bias)) for token, bias in values.get("logit_bias") or ()
+        )
         return cls(**values)
 
 
@@ -141,6 +161,11 @@ class GenerateRequest:
     sampling: Sampling = field(default_factory=Sampling)
     tools: tuple[dict[str, Any], ...] = ()
     enable_thinking: bool | None = None
+    # Choices generated from the one prompt (llama.cpp: one prefill, the sequence
+    # copied), and how many alternatives to report with each token's
+    # log-probability (None: no log-probabilities).
+    n: int = 1
+    logprobs: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -153,6 +178,8 @@ class GenerateRequest:
             sampling=Sampling.from_dict(data.get("sampling") or {}),
             tools=tuple(data.get("tools") or ()),
             enable_thinking=data.get("enable_thinking"),
+            n=int(data.get("n") or 1),
+            logprobs=data.get("logprobs"),
         )
 
 
@@ -187,15 +214,49 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A token's log-probability under the model (raw logits of its step), with the
+    most likely alternatives at that step when asked for."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[TokenLogprob, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "token": self.token,
+            "logprob": self.logprob,
+            "bytes": list(self.bytes),
+            "top_logprobs": [t.to_dict() for t in self.top],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenLogprob:
+        return cls(
+            token=data["token"],
+            logprob=float(data["logprob"]),
+            bytes=tuple(data.get("bytes") or ()),
+            top=tuple(cls.from_dict(t) for t in data.get("top_logprobs") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class TokenEvent:
     text: str
+    index: int = 0  # the choice (n > 1)
+    # The tokens this text completes, when log-probabilities were asked for.
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class DoneEvent:
-    finish_reason: FinishReason
-    usage: Usage
-    perf: dict[str, float] | None = None  # runtime figures (RKLLM), when there are any
+    finish_reason: FinishReason  # of choice 0
+    usage: Usage  # summed over the choices
+    # Runtime figures when there are any (RKLLM: timings, memory; llama.cpp: draft
+    # tokens proposed and accepted).
+    perf: dict[str, float] | None = None
+    choices: tuple[FinishReason, ...] = ()  # every choice's finish reason when n > 1
 
 
 GenerationEvent = TokenEvent | DoneEvent

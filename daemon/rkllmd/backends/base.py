@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..props import ModelProps
-from ..requests import FinishReason, GenerateRequest, LoadOptions, Usage
+from ..requests import FinishReason, GenerateRequest, LoadOptions, TokenLogprob, Usage
 
 
 def pick_option(
@@ -36,11 +36,13 @@ def pick_option(
 
 @dataclass(frozen=True, slots=True)
 class GenerateResult:
-    finish_reason: FinishReason
-    usage: Usage
+    finish_reason: FinishReason  # of the first choice
+    usage: Usage  # summed over the choices
     # Runtime-measured figures when the backend has them (RKLLM: prefill/generate
-    # time and tokens, peak memory).
+    # time and tokens, peak memory; llama.cpp: draft tokens proposed and accepted).
     perf: dict[str, Any] | None = None
+    # With n > 1: every choice's finish reason, in choice order.
+    choices: tuple[FinishReason, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,15 +54,29 @@ class EmbedResult:
 EmitText = Callable[[str], None]
 
 
+class Emit(Protocol):
+    """Where a backend streams text: a piece of choice ``index``, with the
+    log-probabilities of the tokens it completes when they were asked for.
+    Backends with one choice and no log-probabilities call ``emit(text)``."""
+
+    def __call__(
+        self, text: str, index: int = 0, logprobs: list[TokenLogprob] | None = None
+    ) -> None: ...
+
+
 class Backend(Protocol):
-    """What the worker needs from a runtime. All calls happen in the worker."""
+    """What the worker needs from a runtime. All calls happen in the worker.
+
+    ``generate`` may be called from several threads at once: up to the ``slots``
+    the loaded model's props declare. ``embed`` may run beside them.
+    """
 
     def load(self, path: Path, options: LoadOptions) -> ModelProps:
         """Load the model; return its properties (context size, template, ...)."""
         ...
 
     def generate(
-        self, request: GenerateRequest, emit: EmitText, cancel: threading.Event
+        self, request: GenerateRequest, emit: Emit, cancel: threading.Event
     ) -> GenerateResult:
         """Stream text pieces through ``emit``; stop early once ``cancel`` is set."""
         ...

@@ -1,9 +1,11 @@
-"""The worker process: hosts one backend, runs one generation at a time.
+"""The worker process: hosts one backend and runs its jobs, each in its own thread.
 
-The main thread reads commands so that ``abort`` is seen while a generation
-runs in its own thread. The event pipe is a private duplicate of stdout; fd 1
-itself is pointed at stderr so that native libraries printing to stdout cannot
-corrupt the protocol.
+The main thread reads commands so that ``abort`` is seen while generations run.
+A backend declares how many generations it runs at once (``slots`` in its
+props); the daemon never sends more, so the host just starts a thread per job.
+
+The event pipe is a private duplicate of stdout; fd 1 itself is pointed at
+stderr so that native libraries printing to stdout cannot corrupt the protocol.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, BinaryIO
 
 from ..backends.base import Backend
 from ..errors import LoadFailed, NotAvailable, RkllmdError
-from ..requests import BackendDefaults, GenerateRequest, LoadOptions
+from ..requests import BackendDefaults, GenerateRequest, LoadOptions, TokenLogprob
 from . import protocol as p
 
 logger = logging.getLogger("rkllmd.worker")
@@ -63,7 +65,8 @@ class Host:
     def __init__(self, events: EventPipe) -> None:
         self._events = events
         self._backend: Backend | None = None
-        self._job: tuple[int, threading.Event, threading.Thread] | None = None
+        self._jobs: dict[int, tuple[threading.Event, threading.Thread]] = {}
+        self._jobs_lock = threading.Lock()
 
     def handle_load(self, message: dict[str, Any]) -> bool:
         try:
@@ -97,13 +100,10 @@ class Host:
         self._start(int(message["id"]), lambda job, cancel: self._embed(job, texts))
 
     def _start(self, job_id: int, work: Callable[[int, threading.Event], None]) -> None:
-        if self._job is not None:
-            # The daemon sends a new job only after the last one reported its end,
-            # so the previous thread is at most returning: wait for it.
-            self._job[2].join()
         cancel = threading.Event()
         thread = threading.Thread(target=self._guarded, args=(job_id, work, cancel), daemon=True)
-        self._job = (job_id, cancel, thread)
+        with self._jobs_lock:
+            self._jobs[job_id] = (cancel, thread)
         thread.start()
 
     def _guarded(
@@ -120,12 +120,28 @@ class Host:
             self._events.send(
                 p.ERROR, id=job_id, code="generation_failed", message="the backend failed"
             )
+        finally:
+            with self._jobs_lock:
+                self._jobs.pop(job_id, None)
 
     def _generate(self, job_id: int, request: GenerateRequest, cancel: threading.Event) -> None:
         assert self._backend is not None
         send = self._events.send
-        result = self._backend.generate(request, lambda t: send(p.TOKEN, id=job_id, text=t), cancel)
-        extra = {"perf": result.perf} if result.perf is not None else {}
+
+        def emit(text: str, index: int = 0, logprobs: list[TokenLogprob] | None = None) -> None:
+            extra: dict[str, Any] = {}
+            if index:
+                extra["index"] = index
+            if logprobs is not None:
+                extra["logprobs"] = [entry.to_dict() for entry in logprobs]
+            send(p.TOKEN, id=job_id, text=text, **extra)
+
+        result = self._backend.generate(request, emit, cancel)
+        extra: dict[str, Any] = {}
+        if result.perf is not None:
+            extra["perf"] = result.perf
+        if result.choices:
+            extra["choices"] = list(result.choices)
         send(
             p.DONE,
             id=job_id,
@@ -173,13 +189,18 @@ class Host:
         self._guarded(job_id, lambda _job, _cancel: work(), threading.Event())
 
     def handle_abort(self, message: dict[str, Any]) -> None:
-        if self._job is not None and self._job[0] == int(message["id"]):
-            self._job[1].set()
+        with self._jobs_lock:
+            job = self._jobs.get(int(message["id"]))
+        if job is not None:
+            job[0].set()
 
     def shutdown(self) -> None:
-        if self._job is not None:
-            self._job[1].set()
-            self._job[2].join()
+        with self._jobs_lock:
+            jobs = list(self._jobs.values())
+        for cancel, _ in jobs:
+            cancel.set()
+        for _, thread in jobs:
+            thread.join()
         if self._backend is not None:
             self._backend.close()
 

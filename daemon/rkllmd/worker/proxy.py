@@ -28,6 +28,7 @@ from ..requests import (
     GenerationEvent,
     LoadOptions,
     TokenEvent,
+    TokenLogprob,
     Usage,
 )
 from . import protocol as p
@@ -219,10 +220,16 @@ class WorkerProcess:
             raise BackendCrashed(self.exit_reason or "worker process died")
         kind = message["kind"]
         if kind == p.TOKEN:
-            return TokenEvent(message["text"])
+            logprobs = message.get("logprobs")
+            return TokenEvent(
+                message["text"],
+                int(message.get("index", 0)),
+                None if logprobs is None else tuple(TokenLogprob.from_dict(e) for e in logprobs),
+            )
         if kind == p.DONE:
             usage = Usage.from_dict(message["usage"])
-            return DoneEvent(message["finish_reason"], usage, message.get("perf"))
+            choices = tuple(message.get("choices") or ())
+            return DoneEvent(message["finish_reason"], usage, message.get("perf"), choices)
         raise error_from_code(message["code"], message["message"], **(message.get("details") or {}))
 
     async def _abort(self, job_id: int, queue: asyncio.Queue[Any], grace: float) -> None:
