@@ -65,7 +65,7 @@ class FakeWorker:
             raise LoadFailed("llama.cpp could not load the model")
         self.loaded = path
         n_ctx = options.ctx_size or defaults.ctx_size or 0
-        return ModelProps("fake", "0", n_ctx, None, 1, None, "fallback")
+        return ModelProps("fake", "0", n_ctx, None, 1, None, "fallback", slots=self.factory.slots)
 
     async def generate(
         self, request: GenerateRequest, abort_grace: float
@@ -107,6 +107,7 @@ class Factory:
         self.workers: list[FakeWorker] = []
         self.loads: list[str] = []
         self.broken: set[str] = set()
+        self.slots = 1  # generations each loaded model runs at once
         self.load_gate = asyncio.Event()
         self.load_gate.set()
         self.generation_gate = asyncio.Event()

@@ -131,6 +131,11 @@ def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "deepseek-r1, or a *.jinja of the daemon's templates_dir",
     )
     template.add_argument("--chat-template", metavar="FILE", help="Jinja chat template file")
+    load.add_argument("--parallel", type=positive_int, metavar="N", help="generations at once")
+    load.add_argument("--draft-model", metavar="MODEL", help="speculative decoding's drafter")
+    load.add_argument(
+        "--lookup-ngram", type=positive_int, metavar="N", help="prompt-lookup drafting"
+    )
     unload = _command(sub, "unload", cmd_unload, "unload the resident model")
     unload.add_argument(
         "--embedding", action="store_true", help="unload the embedding model instead"

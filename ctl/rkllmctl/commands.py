@@ -143,6 +143,9 @@ def cmd_load(ctx: Context, args: argparse.Namespace) -> int:
         params["chat_template"] = args.template  # the daemon looks the name up
     if args.embedding:
         params["embedding"] = True
+    for name in ("parallel", "draft_model", "lookup_ngram"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
     status = _as_dict(ctx.call_with_progress("load", params))
     if ctx.json:
         ctx.emit_json(status)

@@ -71,9 +71,16 @@ class GenerationSection(_Section):
 
 
 class LlamaCppSection(_Section):
-    ctx_size: int = Field(4096, ge=0, le=1_048_576)
+    ctx_size: int = Field(4096, ge=0, le=1_048_576)  # per generation
     threads: int = Field(0, ge=0, le=1024)
     batch_size: int = Field(512, ge=1, le=65_536)
+    # Generations decoded together (fewer when their contexts do not fit in memory).
+    parallel: int = Field(4, ge=1, le=64)
+    # Speculative decoding: a smaller model with the same vocabulary (a model name
+    # in the models dir), or prompt lookup with n-grams of this size (0: off).
+    draft_model: str | None = None
+    lookup_ngram: int = Field(0, ge=0, le=8)
+    draft_tokens: int = Field(8, ge=1, le=64)
 
 
 class RkllmSection(_Section):

@@ -1,9 +1,11 @@
 """ModelManager: the only owner of the resident model.
 
-Everything that touches the model (load, unload, generate) goes through one FIFO
-slot, so the backend sees one operation at a time. Generations wait in a bounded
-queue; loads and unloads are administrative and always queue. Loads are
-single-flight: a second request for the model being loaded joins the first.
+Everything that touches the model (load, unload, generate) goes through the FIFO
+slots: the resident model runs as many generations at once as its backend
+declares (the NPU one, llama.cpp its sequences), and a load or unload waits until
+it holds the model alone. Generations wait in a bounded queue; loads and unloads
+are administrative and always queue. Loads are single-flight: a second request
+for the model being loaded joins the first.
 """
 
 from __future__ import annotations
@@ -24,14 +26,30 @@ from .catalog.loras import lora_dir
 from .catalog.registry import ModelEntry, ModelRegistry
 from .config import LiveConfig
 from .embedslot import EmbeddingSlot
-from .errors import LoadFailed, LoadNotPermitted, ModelPinned, NoModelLoaded, RkllmdError
+from .errors import (
+    InvalidParams,
+    LoadFailed,
+    LoadNotPermitted,
+    ModelPinned,
+    NoModelLoaded,
+    RkllmdError,
+)
 from .metrics import Metrics
 from .presets import SamplerPresets
 from .props import ModelProps
 from .requests import BackendDefaults, GenerateRequest, GenerationEvent, LoadOptions
 from .slot import ModelSlot
 from .stats import GenerationStats
-from .views import Embeddings, LoadFailure, ModelView, QueueInfo, Resident, State, Status
+from .views import (
+    Embeddings,
+    LoadFailure,
+    ModelView,
+    QueueInfo,
+    Resident,
+    SlotInfo,
+    State,
+    Status,
+)
 from .worker.proxy import WorkerProcess
 
 logger = logging.getLogger(__name__)
@@ -93,6 +111,7 @@ class ModelManager:
     ) -> None:
         self.metrics = metrics or Metrics()
         self.metrics.bind_state(lambda: self._state.value, lambda: self._slot.waiting)
+        self.metrics.bind_slots(lambda: (self._slot.capacity, self._slot.in_use))
         self._live = config
         self._registry = registry
         self._spawn = spawn
@@ -105,6 +124,7 @@ class ModelManager:
         self._pending_load: tuple[ModelEntry, LoadOptions, asyncio.Task[None]] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._started = time.monotonic()
+        self._generating = 0
         self._stats = GenerationStats(self.metrics)
         self.counters = self._stats.counters
         self.on_change: Callable[[], None] = lambda: None
@@ -131,6 +151,7 @@ class ModelManager:
             model=resident.entry.id if resident else self._subject,
             reason=self._reason,
             queue=QueueInfo(self._slot.waiting, self._live.current.queue.max_waiting),
+            slots=SlotInfo(self._slot.capacity, self._slot.in_use),
             resident=resident.view() if resident else None,
             uptime_s=round(time.monotonic() - self._started, 3),
             counters=dict(self.counters),
@@ -211,7 +232,7 @@ class ModelManager:
     async def _queued_load(
         self, entry: ModelEntry, options: LoadOptions, progress: ProgressCallback
     ) -> None:
-        async with self._slot.hold(bounded=False):
+        async with self._slot.hold(bounded=False, exclusive=True):
             await self._load_locked(entry, options, progress)
 
     def _is_resident(self, entry: ModelEntry, options: LoadOptions) -> bool:
@@ -228,6 +249,7 @@ class ModelManager:
             await progress("ready", 1.0, f"{entry.id} is already loaded")
             return
         _check_options(entry, options)  # refused here, the resident model still serves
+        self._draft_path(options.draft_model)  # so is a draft model that is not one
         previous = self._resident
         if previous is not None:
             await progress("unloading", 0.05, f"unloading {previous.entry.id}")
@@ -257,7 +279,7 @@ class ModelManager:
             props = await worker.load(
                 entry.path,
                 entry.format,
-                options,
+                replace(options, draft_model=self._draft_path(options.draft_model)),
                 self._defaults(entry.format),
                 self._live.current.worker.load_timeout_seconds,
             )
@@ -267,6 +289,7 @@ class ModelManager:
             self._set_state(State.FAILED, subject=entry.id, reason=reason)
             raise
         self._resident = _Resident(entry, options, props, worker, pinned=pinned)
+        self._slot.set_capacity(props.slots)
         self._set_state(State.READY)
         self.metrics.load_seconds.observe(time.monotonic() - started)
         logger.info(
@@ -319,10 +342,23 @@ class ModelManager:
             threads=cpu.threads,
             batch_size=cpu.batch_size,
             lora_dir=str(lora_dir(config.models_dir)),
+            parallel=cpu.parallel,
+            draft_model=self._draft_path(cpu.draft_model),
+            lookup_ngram=cpu.lookup_ngram,
+            draft_tokens=cpu.draft_tokens,
         )
 
+    def _draft_path(self, name: str | None) -> str | None:
+        """The file of a draft model named in config or a load request."""
+        if not name:
+            return None
+        entry = self._registry.resolve(name)
+        if entry.format != "gguf":
+            raise LoadFailed(f"the draft model {entry.id} is not a GGUF model")
+        return str(entry.path)
+
     async def unload(self) -> Status:
-        async with self._slot.hold(bounded=False):
+        async with self._slot.hold(bounded=False, exclusive=True):
             await self._unload_locked()
         return self.status()
 
@@ -349,14 +385,16 @@ class ModelManager:
     async def generation(
         self, request: GenerateRequest, model: str | None = None, *, may_load: bool = True
     ) -> AsyncIterator[Generation]:
-        """Hold the slot for one generation; leaving the block early aborts it.
+        """Hold slots for one generation (one per choice); leaving the block early
+        aborts it.
 
         ``may_load`` False: refuse (LoadNotPermitted) rather than load or replace a
         model for this request; what is resident serves it as usual."""
         entry = self._registry.resolve(model) if model else None
         request = await self._with_presets(request)
-        async with self._slot.hold(bounded=True):
-            resident = await self._ensure_resident(entry, may_load)
+        async with self._serving(entry, max(1, request.n), may_load) as resident:
+            _check_supported(request, resident.entry.id, resident.props)
+            self._generating += 1
             self._set_state(State.GENERATING)
             events = self._stats.track(
                 resident.worker.generate(request, self._live.current.worker.abort_grace_seconds)
@@ -365,7 +403,8 @@ class ModelManager:
                 yield Generation(resident.entry.id, events)
             finally:
                 await events.aclose()
-                if self._state is State.GENERATING:
+                self._generating -= 1
+                if self._generating == 0 and self._state is State.GENERATING:
                     self._set_state(State.READY)
         self._arm_idle_timer()
 
@@ -385,8 +424,7 @@ class ModelManager:
         entry = self._registry.resolve(model) if model else None
         if await self._embedding_slot_serves(entry, may_load):
             return await self.embedding.embed(texts)
-        async with self._slot.hold(bounded=True):
-            resident = await self._ensure_resident(entry, may_load)
+        async with self._serving(entry, 1, may_load) as resident:
             vectors, tokens = await resident.worker.embed(texts)
         self._arm_idle_timer()
         return Embeddings(resident.entry.id, vectors, tokens)
@@ -434,15 +472,48 @@ class ModelManager:
         await self.embedding.unload()
         return self.status()
 
-    async def _ensure_resident(self, entry: ModelEntry | None, may_load: bool) -> _Resident:
+    @asynccontextmanager
+    async def _serving(
+        self, entry: ModelEntry | None, weight: int, may_load: bool
+    ) -> AsyncIterator[_Resident]:
+        """Slots on a resident model that serves ``entry`` (the resident one if None).
+
+        When it is not resident, the request waits to hold the model alone, loads
+        it, and then shares it with the requests queued behind. A request that
+        waited for slots while another request replaced the model queues again.
+        """
+        alone = lambda: not self._serves(entry)  # noqa: E731 - asked when granted
+        while True:
+            self._refuse_at_once(entry, may_load)
+            async with self._slot.hold(bounded=True, weight=weight, exclusive=alone) as hold:
+                if hold.exclusive:
+                    resident = await self._ensure_resident(entry, may_load)
+                    self._slot.share(hold)
+                elif self._serves(entry):
+                    assert self._resident is not None
+                    resident = self._resident
+                else:
+                    continue  # the worker died since the grant: queue again to load
+                yield resident
+                return
+
+    def _serves(self, entry: ModelEntry | None) -> bool:
         resident = self._resident
-        if (
+        return (
             resident is not None
             and resident.worker.alive
             and (entry is None or entry.path == resident.entry.path)
-        ):
-            return resident
+        )
+
+    def _refuse_at_once(self, entry: ModelEntry | None, may_load: bool) -> None:
+        """Raise what a request for ``entry`` gets when it cannot be served, not even
+        by loading it; checked before waiting, and again once the model is held."""
+        if self._serves(entry):
+            return
+        resident = self._resident
         if entry is None:
+            if self._pending_load is not None:
+                return  # it may serve once the load in progress is done
             raise NoModelLoaded("no model is loaded; load one first or name a model in the request")
         if not self._live.current.generation.load_on_request:
             raise NoModelLoaded(f"{entry.id} is not loaded and loading on request is disabled")
@@ -456,12 +527,18 @@ class ModelManager:
                 f"{entry.id} is not loaded; loading it for a request needs the admin key",
                 model=entry.id,
             )
-        await self._load_even_if_cancelled(entry)
+
+    async def _ensure_resident(self, entry: ModelEntry | None, may_load: bool) -> _Resident:
+        self._refuse_at_once(entry, may_load)
+        if not self._serves(entry):
+            if entry is None:  # a load it waited for failed
+                raise NoModelLoaded("no model is loaded; load one first or name a model")
+            await self._load_even_if_cancelled(entry)
         assert self._resident is not None
         return self._resident
 
     async def _load_even_if_cancelled(self, entry: ModelEntry) -> None:
-        # We hold the slot: a cancelled caller must not release it mid-load.
+        # We hold the model: a cancelled caller must not release it mid-load.
         task = asyncio.create_task(self._load_locked(entry, LoadOptions(), _no_progress))
         try:
             await asyncio.shield(task)
@@ -496,7 +573,7 @@ class ModelManager:
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _unload_if_still_idle(self, resident: _Resident) -> None:
-        async with self._slot.hold(bounded=False):
+        async with self._slot.hold(bounded=False, exclusive=True):
             if self._resident is resident:
                 await self._unload_locked()
 
@@ -513,11 +590,11 @@ class ModelManager:
             resident.worker.kill(f"the worker stopped responding for {silent:.0f} s")
 
     async def shutdown(self, drain_seconds: float) -> None:
-        """Refuse new work, let the running generation finish, then free the model."""
+        """Refuse new work, let the running generations finish, then free the model."""
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         if not await self._slot.drain(drain_seconds):
-            logger.warning("generation still running after %.1f s; stopping it", drain_seconds)
+            logger.warning("generations still running after %.1f s; stopping them", drain_seconds)
         resident, self._resident = self._resident, None
         if resident is not None:
             await resident.worker.stop(self._live.current.worker.unload_grace_seconds)
@@ -526,6 +603,21 @@ class ModelManager:
             with contextlib.suppress(BaseException):
                 await self._pending_load[2]
         self._set_state(State.IDLE)
+
+
+def _check_supported(request: GenerateRequest, model_id: str, props: ModelProps) -> None:
+    """Refuse what the resident model's backend cannot do, before it starts."""
+    if request.n > props.slots:
+        raise InvalidParams(
+            f"n={request.n} needs {request.n} parallel generations; "
+            f"{model_id} runs {props.slots} at once",
+            param="n",
+        )
+    if request.logprobs is not None and not props.logprobs:
+        raise InvalidParams(
+            f"log-probabilities are not available on the {props.backend} backend",
+            param="logprobs",
+        )
 
 
 __all__ = ["Generation", "LoadFailed", "ModelManager", "State"]

@@ -48,6 +48,18 @@ class Metrics:
             "rkllmd_queue_waiting", "Requests waiting for the slot", registry=r
         )
         self.state = Gauge("rkllmd_model_state", "1 for the current state", ["state"], registry=r)
+        self.slots = Gauge(
+            "rkllmd_slots",
+            "Generations the resident model runs at once, busy and free",
+            ["state"],
+            registry=r,
+        )
+        self.draft_tokens = Counter(
+            "rkllmd_draft_tokens",
+            "Speculative decoding: drafted tokens the model accepted or rejected",
+            ["result"],
+            registry=r,
+        )
         self.embedding_loaded = Gauge(
             "rkllmd_embedding_model_loaded",
             "1 while a separate embedding model is resident",
@@ -59,6 +71,11 @@ class Metrics:
         self.queue_depth.set_function(lambda: float(waiting()))
         for name in STATES:
             self.state.labels(name).set_function(lambda n=name: float(state() == n))  # type: ignore[misc]
+
+    def bind_slots(self, slots: Callable[[], tuple[int, int]]) -> None:
+        """``slots()`` gives (total, busy), read at scrape time."""
+        self.slots.labels("busy").set_function(lambda: float(slots()[1]))
+        self.slots.labels("free").set_function(lambda: float(max(0, slots()[0] - slots()[1])))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -53,6 +53,11 @@ class GenerationStats:
         self.counters["completion_tokens"] += completion
         self.metrics.tokens.labels("completion").inc(completion)
         self.metrics.tokens.labels("prompt").inc(event.usage.prompt_tokens)
+        perf = event.perf or {}
+        if "draft_tokens" in perf:
+            accepted = int(perf["draft_accepted"])
+            self.metrics.draft_tokens.labels("accepted").inc(accepted)
+            self.metrics.draft_tokens.labels("rejected").inc(int(perf["draft_tokens"]) - accepted)
         if first is not None and completion > 1:
             elapsed = time.monotonic() - first
             if elapsed > 0:

@@ -34,6 +34,18 @@ class QueueInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class SlotInfo:
+    """Generations the resident model runs at once, and how many run now."""
+
+    total: int
+    busy: int
+
+    @property
+    def free(self) -> int:
+        return max(0, self.total - self.busy)
+
+
+@dataclass(frozen=True, slots=True)
 class Resident:
     """The resident model as the transports see it."""
 
@@ -64,6 +76,7 @@ class Status:
     model: str | None
     reason: str | None
     queue: QueueInfo
+    slots: SlotInfo
     resident: Resident | None
     uptime_s: float
     counters: dict[str, int]

@@ -106,9 +106,8 @@ def test_client_disconnect_aborts_generation(daemon) -> None:
 
 
 def test_queue_full_when_slot_busy(start_daemon, smol_dir: Path) -> None:
-    daemon = start_daemon(
-        smol_dir, args=["--load", "smollm2"], env={"RKLLMD_QUEUE__MAX_WAITING": "0"}
-    )
+    env = {"RKLLMD_QUEUE__MAX_WAITING": "0", "RKLLMD_LLAMACPP__PARALLEL": "1"}  # one slot
+    daemon = start_daemon(smol_dir, args=["--load", "smollm2"], env=env)
     busy = daemon.client()
     busy.start("chat", **LONG)
     _first_token(busy)
@@ -119,9 +118,12 @@ def test_queue_full_when_slot_busy(start_daemon, smol_dir: Path) -> None:
     busy.close()
 
 
-def test_requests_wait_in_fifo_order(daemon) -> None:
-    # The first request holds the slot until its client leaves, not for a number of
-    # tokens that a fast machine gets through before the queue has been built.
+def test_requests_wait_in_fifo_order(start_daemon, smol_dir: Path) -> None:
+    daemon = start_daemon(
+        smol_dir, args=["--load", "smollm2"], env={"RKLLMD_LLAMACPP__PARALLEL": "1"}
+    )
+    # The first request holds the only slot until its client leaves, not for a number
+    # of tokens that a fast machine gets through before the queue has been built.
     first = daemon.client()
     first.start("chat", **LONG)
     _first_token(first)

@@ -38,6 +38,11 @@ async def health(request: web.Request) -> web.Response:
         "reason": status.reason,
         "queue": {"waiting": status.queue.waiting, "max": status.queue.max},
         "load_failure": load_failure_body(status.load_failure),
+        "slots": {
+            "total": status.slots.total,
+            "busy": status.slots.busy,
+            "free": status.slots.free,
+        },
     }
     return web.json_response(body, status=503 if unhealthy else 200)
 

@@ -127,6 +127,10 @@ def build_methods(
             template.text if template else None,
             template.name if template and template.origin != "inline" else None,
             npu_cores=p.npu_cores,
+            parallel=p.parallel,
+            draft_model=p.draft_model,
+            lookup_ngram=p.lookup_ngram,
+            draft_tokens=p.draft_tokens,
         )
 
         async def progress(stage: str, fraction: float | None, message: str) -> None:

@@ -34,6 +34,7 @@ def status(st: Status) -> dict[str, Any]:
         "format": r.entry.format if r else None,
         "reason": st.reason,
         "queue": {"waiting": st.queue.waiting, "max": st.queue.max},
+        "slots": slots(st),
         "worker_pid": r.worker_pid if r else None,
         "loaded_at": r.loaded_at.isoformat() if r else None,
         "options": r.options.to_dict() if r else {},
@@ -60,6 +61,10 @@ def _embedding(r: Resident | None) -> dict[str, Any] | None:
         "worker_pid": r.worker_pid,
         "loaded_at": r.loaded_at.isoformat(),
     }
+
+
+def slots(st: Status) -> dict[str, int]:
+    return {"total": st.slots.total, "busy": st.slots.busy, "free": st.slots.free}
 
 
 def meta(m: ModelMeta) -> dict[str, Any]:

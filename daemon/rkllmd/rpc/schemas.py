@@ -35,6 +35,12 @@ class LoadParams(Params):
     # A template name (templates/: chatml, llama3, ...) or Jinja source.
     chat_template: Annotated[str, Field(min_length=1, max_length=65_536)] | None = None
     npu_cores: Annotated[int, Field(ge=1, le=3)] | None = None  # reported, fixed at conversion
+    # llama.cpp: generations at once, and speculative decoding (a draft model's name,
+    # or prompt-lookup n-gram size; at most draft_tokens drafted a step).
+    parallel: Annotated[int, Field(ge=1, le=64)] | None = None
+    draft_model: ModelName | None = None
+    lookup_ngram: Annotated[int, Field(ge=0, le=8)] | None = None
+    draft_tokens: Annotated[int, Field(ge=1, le=64)] | None = None
     progress: bool = False
     # Load it as the separate embedding model (beside the chat model).
     embedding: bool = False
