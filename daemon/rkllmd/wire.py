@@ -49,6 +49,17 @@ class SamplingFields(BaseModel):
     stop: StopField = None
     # Generate to max_tokens past end-of-sequence (as in vLLM/llama.cpp; benchmarks).
     ignore_eos: StrictBool = False
+    # OpenAI: token id (as a string key) -> bias in [-100, 100] added to its logit.
+    logit_bias: (
+        Annotated[
+            dict[
+                Annotated[str, Field(pattern=r"^\d{1,9}$")],
+                Annotated[float, Field(ge=-100, le=100)],
+            ],
+            Field(max_length=1024),
+        ]
+        | None
+    ) = None
 
 
 def to_sampling(fields: SamplingFields, max_tokens: int | None, default_max: int) -> Sampling:
@@ -75,4 +86,5 @@ def to_sampling(fields: SamplingFields, max_tokens: int | None, default_max: int
         stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
         ignore_eos=fields.ignore_eos,
         given=tuple(sorted(given)),
+        logit_bias=tuple((int(t), b) for t, b in (fields.logit_bias or {}).items()),
     )

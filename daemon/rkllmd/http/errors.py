@@ -52,7 +52,7 @@ def error_body(error: e.RkllmdError, param: str | None = None) -> dict[str, Any]
     body: dict[str, Any] = {
         "message": error.message,
         "type": kind,
-        "param": param,
+        "param": param or error.details.get("param"),
         "code": error.code,
     }
     extra = {k: v for k, v in error.details.items() if k not in ("code", "param")}

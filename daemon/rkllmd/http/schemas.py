@@ -84,7 +84,7 @@ class StreamOptions(Body):
 class Sampling(Body, SamplingFields):
     """The sampling fields plus what OpenAI-style generation routes add to them."""
 
-    n: Annotated[int, Field(ge=1, le=1, description="only 1 is supported"), NUMBER] = 1
+    # Choices from one prompt: llama.cpp up to its parallel sequences, the NPU 1.
+    n: Annotated[int, Field(ge=1, le=8), NUMBER] = 1
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    logprobs: NotSupported | None = Field(None, description="not supported")

@@ -44,10 +44,15 @@ class Run:
         self._deadline = deadline
         self._event = first
 
-    async def texts(self) -> AsyncIterator[str]:
+    async def tokens(self) -> AsyncIterator[TokenEvent]:
+        """Every token event: its text, choice index and log-probabilities."""
         while isinstance(self._event, TokenEvent):
-            yield self._event.text
+            yield self._event
             self._event = await self._deadline.next(self._events)
+
+    async def texts(self) -> AsyncIterator[str]:
+        async for token in self.tokens():
+            yield token.text
 
     async def text(self) -> str:
         return "".join([piece async for piece in self.texts()])
@@ -62,6 +67,11 @@ class Run:
     def finish(self) -> str:
         """The OpenAI finish reason."""
         return FINISH[self.done.finish_reason]
+
+    def finish_of(self, index: int) -> str:
+        """The OpenAI finish reason of one choice (n > 1)."""
+        reasons = self.done.choices
+        return FINISH[reasons[index] if reasons else self.done.finish_reason]
 
 
 UNRESOLVED = web.RequestKey("unresolved_model", str)  # the name that resolved to nothing

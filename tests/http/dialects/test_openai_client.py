@@ -115,9 +115,10 @@ def test_error_shapes_through_the_client(api: openai.OpenAI) -> None:
 
 
 def test_queue_full_is_503_with_retry_after(start_daemon, smol_dir) -> None:  # type: ignore[no-untyped-def]
-    daemon = start_daemon(
-        smol_dir, args=["--load", "smollm2"], env={"RKLLMD_QUEUE__MAX_WAITING": "0"}
-    )
+    # One generation at a time: the first stream fills the only slot (the engine's
+    # parallel slots have their own queue test in tests/backends).
+    env = {"RKLLMD_QUEUE__MAX_WAITING": "0", "RKLLMD_LLAMACPP__PARALLEL": "1"}
+    daemon = start_daemon(smol_dir, args=["--load", "smollm2"], env=env)
     with openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="x", max_retries=0) as client:
         stream = long_chat_stream(client)
         next(iter(stream))

@@ -125,10 +125,10 @@ async def test_unknown_fields_ignored_invalid_values_rejected(client) -> None:
     for bad in (
         {"temperature": 5},
         {"top_p": -0.1},
-        {"n": 2},
+        {"n": 9},
         {"max_tokens": 0},
         {"presence_penalty": 3},
-        {"logprobs": True},
+        {"logprobs": True, "top_logprobs": 21},
         {"stop": ["x"] * 17},
         {
             "messages": [

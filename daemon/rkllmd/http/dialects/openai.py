@@ -12,6 +12,7 @@ import base64
 import struct
 import time
 import uuid
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -19,7 +20,7 @@ from pydantic import Field, StrictBool, field_validator
 
 from ...chat.parse import Delta
 from ...chat.turn import ChatReply, generate_request
-from ...requests import GenerateRequest, Usage
+from ...requests import GenerateRequest, TokenLogprob, Usage
 from ...wire import NUMBER, EmbedInput, to_sampling
 from ..cards import CARD_CACHE, model_card, wanted_type
 from ..edge import may_load_models, read_body
@@ -28,6 +29,7 @@ from ..schemas import Body, ChatMessageIn, ModelName, NotSupported, Sampling
 from ..services import services
 from ..sse import EventStream
 from ..streaming import Run, generation, model_to_use, streamed
+from .openai_logprobs import LegacyLogprobs, chat_logprobs
 
 # --- request bodies ----------------------------------------------------------------
 
@@ -35,6 +37,8 @@ from ..streaming import Run, generation, model_to_use, streamed
 class ChatCompletionRequest(Sampling):
     model: ModelName | None = None
     messages: Annotated[list[ChatMessageIn], Field(min_length=1, max_length=4096)]
+    logprobs: StrictBool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20), NUMBER] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1, le=1_048_576), NUMBER] | None = None
     tools: Annotated[list[dict[str, Any]], Field(max_length=128)] | None = None
     tool_choice: Any = None
@@ -58,6 +62,7 @@ class CompletionRequest(Sampling):
     )
     echo: NotSupported = False
     suffix: None = Field(None, description="not supported")
+    logprobs: Annotated[int, Field(ge=0, le=20), NUMBER] | None = None
 
     def text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
@@ -77,7 +82,7 @@ def chat_request(body: ChatCompletionRequest, default_max: int) -> GenerateReque
     if thinking is None and body.chat_template_kwargs:
         flag = body.chat_template_kwargs.get("enable_thinking")
         thinking = flag if isinstance(flag, bool) else None
-    return generate_request(
+    turn = generate_request(
         body,
         body.messages,
         tools=body.tools,
@@ -85,6 +90,8 @@ def chat_request(body: ChatCompletionRequest, default_max: int) -> GenerateReque
         default_max=default_max,
         enable_thinking=thinking,
     )
+    top = (body.top_logprobs or 0) if body.logprobs else None
+    return replace(turn, n=body.n, logprobs=top)
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:
@@ -115,9 +122,26 @@ class Answer:
         return {**self.head, **fields}
 
 
-def _chunk(answer: Answer, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+def _chunk(
+    answer: Answer,
+    delta: dict[str, Any],
+    finish: str | None = None,
+    *,
+    index: int = 0,
+    logprobs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
     return answer.body(choices=[choice])
+
+
+def timings(run: Run) -> dict[str, Any]:
+    """llama-server's ``timings`` fields for what we measure: speculative decoding."""
+    perf = run.done.perf or {}
+    if "draft_tokens" not in perf:
+        return {}
+    return {
+        "timings": {"draft_n": perf["draft_tokens"], "draft_n_accepted": perf["draft_accepted"]}
+    }
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -135,45 +159,65 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     ) as run:
         props = svc.manager.resident_props()
         opens = bool(props and props.reasoning_starts_open)
-        reply = ChatReply(tools=bool(body.tools), starts_in_reasoning=opens)
+        replies = [
+            ChatReply(tools=bool(body.tools), starts_in_reasoning=opens) for _ in range(body.n)
+        ]
         if not body.stream:
-            return await _chat_whole(run, reply)
+            return await _chat_whole(run, replies, generate.logprobs is not None)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         answer = Answer("chatcmpl-", "chat.completion.chunk", run.model_id)
         return await streamed(
-            request, lambda stream: _chat_chunks(stream, answer, run, reply, include_usage)
+            request, lambda stream: _chat_chunks(stream, answer, run, replies, include_usage)
         )
 
 
 async def _chat_chunks(
-    stream: EventStream, answer: Answer, run: Run, reply: ChatReply, include_usage: bool
+    stream: EventStream, answer: Answer, run: Run, replies: list[ChatReply], include_usage: bool
 ) -> None:
-    await stream.send(_chunk(answer, {"role": "assistant", "content": ""}))
-    async for text in run.texts():
-        for delta in reply.feed(text):
-            await stream.send(_chunk(answer, _delta_body(delta)))
-    for delta in reply.finish():
-        await stream.send(_chunk(answer, _delta_body(delta)))
-    if reply.calls:
-        calls = [{"index": i, **call.to_openai()} for i, call in enumerate(reply.calls)]
-        await stream.send(_chunk(answer, {"tool_calls": calls}))
-    await stream.send(_chunk(answer, {}, reply.finish_reason(run.finish)))
+    for index in range(len(replies)):
+        await stream.send(_chunk(answer, {"role": "assistant", "content": ""}, index=index))
+    async for token in run.tokens():
+        deltas = replies[token.index].feed(token.text)
+        logprobs = chat_logprobs(token.logprobs)
+        if logprobs is not None and not deltas:  # text held back: the values go alone
+            await stream.send(_chunk(answer, {}, index=token.index, logprobs=logprobs))
+        for delta in deltas:
+            await stream.send(
+                _chunk(answer, _delta_body(delta), index=token.index, logprobs=logprobs)
+            )
+            logprobs = None
+    for index, reply in enumerate(replies):
+        for delta in reply.finish():
+            await stream.send(_chunk(answer, _delta_body(delta), index=index))
+        if reply.calls:
+            calls = [{"index": i, **call.to_openai()} for i, call in enumerate(reply.calls)]
+            await stream.send(_chunk(answer, {"tool_calls": calls}, index=index))
+        finish = reply.finish_reason(run.finish_of(index))
+        last = _chunk(answer, {}, finish, index=index)
+        await stream.send({**last, **timings(run)} if index == len(replies) - 1 else last)
     if include_usage:
         await stream.send(answer.body(choices=[], usage=usage_body(run.done.usage)))
 
 
-async def _chat_whole(run: Run, reply: ChatReply) -> web.Response:
+async def _chat_whole(run: Run, replies: list[ChatReply], logprobs: bool) -> web.Response:
     answer = Answer("chatcmpl-", "chat.completion", run.model_id)
-    async for text in run.texts():
-        reply.feed(text)
-    reply.finish()
-    choice = {
-        "index": 0,
-        "message": reply.message(),
-        "logprobs": None,
-        "finish_reason": reply.finish_reason(run.finish),
-    }
-    return web.json_response(answer.body(choices=[choice], usage=usage_body(run.done.usage)))
+    entries: list[list[TokenLogprob]] = [[] for _ in replies]
+    async for token in run.tokens():
+        replies[token.index].feed(token.text)
+        entries[token.index].extend(token.logprobs or ())
+    choices = []
+    for index, reply in enumerate(replies):
+        reply.finish()
+        choices.append(
+            {
+                "index": index,
+                "message": reply.message(),
+                "logprobs": chat_logprobs(entries[index]) if logprobs else None,
+                "finish_reason": reply.finish_reason(run.finish_of(index)),
+            }
+        )
+    usage = usage_body(run.done.usage)
+    return web.json_response(answer.body(choices=choices, usage=usage, **timings(run)))
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
@@ -181,7 +225,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
     config = svc.config.current
     body = await read_body(request, CompletionRequest, config.http)
     sampling = to_sampling(body, body.max_tokens, config.generation.default_max_tokens)
-    generate = GenerateRequest(prompt=body.text(), sampling=sampling)
+    generate = GenerateRequest(
+        prompt=body.text(), sampling=sampling, n=body.n, logprobs=body.logprobs
+    )
     model = model_to_use(request, body.model)
     async with generation(
         svc.manager,
@@ -191,23 +237,49 @@ async def completions(request: web.Request) -> web.StreamResponse:
         may_load=may_load_models(request, config.http),
     ) as run:
         answer = Answer("cmpl-", "text_completion", run.model_id)
-
-        def piece(text: str, finish: str | None) -> dict[str, Any]:
-            choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
-            return answer.body(choices=[choice])
-
         if not body.stream:
-            whole = piece(await run.text(), run.finish)
-            return web.json_response({**whole, "usage": usage_body(run.done.usage)})
+            return await _completion_whole(answer, run, body)
 
         async def send_all(stream: EventStream) -> None:
-            async for text in run.texts():
-                await stream.send(piece(text, None))
-            await stream.send(piece("", run.finish))
+            legacy = [LegacyLogprobs() for _ in range(body.n)]
+            async for token in run.tokens():
+                logprobs = None
+                if token.logprobs is not None:
+                    logprobs = legacy[token.index].render(token.logprobs)
+                await stream.send(_piece(answer, token.text, None, token.index, logprobs))
+            for index in range(body.n):
+                last = _piece(answer, "", run.finish_of(index), index, None)
+                await stream.send({**last, **timings(run)} if index == body.n - 1 else last)
             if body.stream_options and body.stream_options.include_usage:
                 await stream.send(answer.body(choices=[], usage=usage_body(run.done.usage)))
 
         return await streamed(request, send_all)
+
+
+def _piece(
+    answer: Answer, text: str, finish: str | None, index: int, logprobs: dict[str, Any] | None
+) -> dict[str, Any]:
+    choice = {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish}
+    return answer.body(choices=[choice])
+
+
+async def _completion_whole(answer: Answer, run: Run, body: CompletionRequest) -> web.Response:
+    texts: list[list[str]] = [[] for _ in range(body.n)]
+    entries: list[list[TokenLogprob]] = [[] for _ in range(body.n)]
+    async for token in run.tokens():
+        texts[token.index].append(token.text)
+        entries[token.index].extend(token.logprobs or ())
+    choices = [
+        {
+            "text": "".join(texts[i]),
+            "index": i,
+            "logprobs": None if body.logprobs is None else LegacyLogprobs().render(entries[i]),
+            "finish_reason": run.finish_of(i),
+        }
+        for i in range(body.n)
+    ]
+    usage = usage_body(run.done.usage)
+    return web.json_response(answer.body(choices=choices, usage=usage, **timings(run)))
 
 
 async def embeddings(request: web.Request) -> web.Response:
