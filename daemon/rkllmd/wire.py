@@ -54,7 +54,7 @@ class SamplingFields(BaseModel):
         Annotated[
             dict[
                 Annotated[str, Field(pattern=r"^\d{1,9}$")],
-                Annotated[float, Field(ge=-100, le=100)],
+                Annotated[float, Field(ge=-100, le=100), NUMBER],
             ],
             Field(max_length=1024),
         ]

@@ -14,8 +14,11 @@ name that is not in its folder (400 ``unknown_template``, ``unknown_preset``), a
 ``.rkllm`` model named as the separate embedding model (400
 ``unsupported_model_format``) or asked to tokenize without its tokenizer.json (400
 ``tokenizer_unavailable``), and a chat when a fuzzed unload left no model loaded
-(400 ``no_model_loaded``, the documented contract). All depend on the model and on
-state (what the fuzzer loaded or unloaded last), which a JSON schema cannot express.
+(400 ``no_model_loaded``, the documented contract), and choices or log-probabilities
+the loaded backend cannot give (400 ``invalid_params`` with ``param`` ``n`` or
+``logprobs``: the NPU runs one generation and reports none). All depend on the model
+and on state (what the fuzzer loaded or unloaded last), which a JSON schema cannot
+express.
 ``positive_data_acceptance`` is replaced by
 the same check with that allowance. This module is also the schemathesis hooks
 module of the run (``SCHEMATHESIS_HOOKS``), which is how the CLI learns about it.
@@ -66,6 +69,7 @@ def _refused_by_state(response: Any) -> bool:
     # embedding model; an .rkllm model without tokenizer.json);
     # invalid_image/model_has_no_vision: a string the schema calls base64 need not hold a
     # JPEG/PNG/WebP image, and no model here can see one.
+    # n and logprobs: what the loaded backend can give (the NPU: one choice, none).
     state = (
         "context_length_exceeded",
         "no_model_loaded",
@@ -76,7 +80,15 @@ def _refused_by_state(response: Any) -> bool:
         "model_has_no_vision",
         "tokenizer_unavailable",
     )
-    return error.get("code") in state or (error.get("code") == "load_failed" and limit)
+    beyond_backend = error.get("code") == "invalid_params" and error.get("param") in (
+        "n",
+        "logprobs",
+    )
+    return (
+        error.get("code") in state
+        or (error.get("code") == "load_failed" and limit)
+        or beyond_backend
+    )
 
 
 @schemathesis.check

@@ -24,17 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...errors import GenerationFailed
-from ...requests import TokenLogprob
 from .draft import Drafter
 from .native import DECODE_ABORTED, DECODE_OK, Batch, Context, Pieces
-from .sampling import Sampler, Vocabulary, top_logprobs
-from .sequence import OPAQUE, Job, Phase, Slot, Stream
+from .sampling import Sampler, Vocabulary, token_logprob
+from .sequence import OPAQUE, Job, Phase, Stream
+from .slots import SlotTable
 
 logger = logging.getLogger(__name__)
-
-# Copy another slot's KV instead of recomputing when that saves at least this many
-# prompt tokens (a stream copy moves the sequence's whole KV buffer).
-COPY_MIN_TOKENS = 32
 
 
 @dataclass(slots=True)
@@ -42,7 +38,7 @@ class EngineStats:
     steps: int = 0
     decoded_tokens: int = 0  # tokens evaluated, prompt chunks included
     aborted_decodes: int = 0  # decodes stopped inside llama.cpp by the abort hook
-    kv_copies: int = 0
+    kv_copies: int = 0  # n > 1: the prompt's sequence copied to the other choices
     draft_proposed: int = 0
     draft_accepted: int = 0
     grammar_resamples: int = 0  # tokens a grammar rejected, sampled again under it
@@ -74,7 +70,7 @@ class Engine:
         self._vocabulary = vocabulary
         self._pieces = pieces
         self._is_eog = is_eog
-        self._slots = [Slot(i) for i in range(ctx.n_seq)]
+        self._table = SlotTable(ctx)
         self._streams: list[Stream] = []  # running, in order of admission
         self._waiting: deque[Job] = deque()
         self._cond = threading.Condition()
@@ -86,7 +82,7 @@ class Engine:
 
     @property
     def n_slots(self) -> int:
-        return len(self._slots)
+        return len(self._table.slots)
 
     @property
     def n_ctx_seq(self) -> int:
@@ -96,7 +92,7 @@ class Engine:
 
     def run(self, job: Job) -> None:
         """Run a job to its end (or abort); raises what failed it."""
-        if job.n > len(self._slots):
+        if job.n > self.n_slots:
             raise GenerationFailed(f"{job.n} choices need more than the {self.n_slots} slots")
         with self._cond:
             if self._closing:
@@ -137,7 +133,7 @@ class Engine:
     def _admit_locked(self) -> list[Job]:
         """Take waiting jobs, first come first served, while their choices fit."""
         admitted: list[Job] = []
-        free = sum(1 for slot in self._slots if slot.stream is None)
+        free = self._table.free()
         while self._waiting and self._waiting[0].n <= free:
             job = self._waiting.popleft()
             free -= job.n
@@ -156,7 +152,7 @@ class Engine:
             job.error = GenerationFailed("a prompt must end with text")
             job.done.set()
             return
-        slots = self._choose_slots(job)
+        slots = self._table.choose(job.prompt, job.n)
         try:
             samplers = [Sampler(self._vocabulary, spec) for spec in job.specs]
         except Exception as exc:
@@ -167,40 +163,11 @@ class Engine:
             Stream(job, i, slot, s) for i, (slot, s) in enumerate(zip(slots, samplers, strict=True))
         ]
         first = job.streams[0]
-        reuse = self._reuse_prefix(first.slot, job.prompt)
+        reuse = self._table.reuse_prefix(first.slot, job.prompt)
         job.usage.cached_tokens = reuse
         first.pending = job.prompt[reuse:]
         first.phase = Phase.PREFILL
         self._streams.extend(job.streams)
-
-    def _choose_slots(self, job: Job) -> list[Slot]:
-        """The free slot holding the longest prefix of the prompt for the first choice
-        (the lowest id on ties: the batch splits best over consecutive ids), then the
-        lowest free ids for the other choices."""
-        free = [slot for slot in self._slots if slot.stream is None]
-        best = max(free, key=lambda slot: (slot.common_prefix(job.prompt), -slot.seq_id))
-        others = [slot for slot in free if slot is not best][: job.n - 1]
-        return [best, *others]
-
-    def _reuse_prefix(self, slot: Slot, prompt: list[int]) -> int:
-        """Keep the longest usable prefix in ``slot`` (copying it from another slot when
-        one holds much more of it); return how many prompt tokens need no evaluation."""
-        # At least the last prompt token is evaluated again: its logits start sampling.
-        limit = len(prompt) - 1
-        own = min(slot.common_prefix(prompt), limit)
-        donor = max(self._slots, key=lambda s: s.common_prefix(prompt))
-        shared = min(donor.common_prefix(prompt), limit)
-        if donor is not slot and shared >= own + COPY_MIN_TOKENS:
-            self._ctx.seq_cp(donor.seq_id, slot.seq_id)
-            slot.tokens = donor.tokens[:]
-            self.stats.kv_copies += 1
-            own = shared
-        if not self._ctx.seq_rm(slot.seq_id, own):
-            # This model cannot drop part of a sequence (recurrent state): start over.
-            self._ctx.seq_rm(slot.seq_id, 0)
-            own = 0
-        del slot.tokens[own:]
-        return own
 
     # --- one step --------------------------------------------------------------------
 
@@ -369,7 +336,8 @@ class Engine:
         stream.generated += 1
         job.usage.completion_tokens += 1
         if job.logprobs is not None:
-            stream.entries.append(self._logprob_entry(row, token, job.logprobs))
+            logits = self._ctx.logits_row(row, self._vocabulary.n_vocab)
+            stream.entries.append(token_logprob(logits, token, job.logprobs, self._pieces))
         stream.emit(stream.text.feed(self._pieces(token)))
         if stream.text.stopped:
             stream.entries = []  # the stop string's tokens are not part of the answer
@@ -380,18 +348,6 @@ class Engine:
             stream.pending = [token]
             stream.phase = Phase.DECODE
         return token
-
-    def _logprob_entry(self, row: int, token: int, top: int) -> TokenLogprob:
-        logits = self._ctx.logits_row(row, self._vocabulary.n_vocab)
-        chosen, best = top_logprobs(logits, token, top)
-        alternatives = tuple(self._describe(t, lp) for t, lp in best)
-        return self._describe(token, chosen, alternatives)
-
-    def _describe(
-        self, token: int, logprob: float, top: tuple[TokenLogprob, ...] = ()
-    ) -> TokenLogprob:
-        piece = self._pieces(token)
-        return TokenLogprob(piece.decode(errors="replace"), logprob, tuple(piece), top)
 
     # --- ends ------------------------------------------------------------------------
 
@@ -425,9 +381,7 @@ class Engine:
         failure.__cause__ = error
         for job in {id(s.job): s.job for s in self._streams}.values():
             self._fail(job, failure)
-        self._ctx.clear()
-        for slot in self._slots:
-            slot.tokens = []
+        self._table.forget_all()
 
     def _abort_everything(self) -> None:
         for stream in list(self._streams):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ...errors import InvalidParams
+from ...requests import TokenLogprob
 from .native import TOKEN_DATA, Context
 
 # Penalties look at the last 64 generated tokens, as llama-cpp-python's Llama does.
@@ -190,3 +192,22 @@ def top_logprobs(
     best = np.argpartition(logits, -top)[-top:]
     best = best[np.argsort(-logits[best], kind="stable")]
     return chosen, [(int(t), float(logits[t]) - log_total) for t in best]
+
+
+def token_logprob(
+    logits: npt.NDArray[np.float32], token: int, top: int, pieces: Callable[[int], bytes]
+) -> TokenLogprob:
+    """``token``'s log-probability entry with its ``top`` alternatives, as text."""
+    chosen, best = top_logprobs(logits, token, top)
+    alternatives = tuple(_entry(t, lp, pieces) for t, lp in best)
+    return _entry(token, chosen, pieces, alternatives)
+
+
+def _entry(
+    token: int,
+    logprob: float,
+    pieces: Callable[[int], bytes],
+    top: tuple[TokenLogprob, ...] = (),
+) -> TokenLogprob:
+    piece = pieces(token)
+    return TokenLogprob(piece.decode(errors="replace"), logprob, tuple(piece), top)
