@@ -39,7 +39,9 @@ SUFFIXES = (".toml", ".yml", ".yaml")
 MAX_PRESET_BYTES = 256 * 1024
 # TabbyAPI's names for the same knobs.
 ALIASES = {"repetition_penalty": "repeat_penalty", "ban_eos_token": "ignore_eos"}
-FIELDS = frozenset(f.name for f in dataclasses.fields(Sampling)) - {"given"}
+# Token ids and grammars belong to one request and one model, not to a preset.
+PER_REQUEST = {"given", "logit_bias", "grammar"}
+FIELDS = frozenset(f.name for f in dataclasses.fields(Sampling)) - PER_REQUEST
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,6 +97,7 @@ def test_the_models_service_examples(harness: Path) -> None:
         "RKLLMD_HTTP__API_KEY": API_KEY,
         "RKLLMD_HUB__ENDPOINT": hub.url,
         "RKLLMD_HUB__MIN_FREE_BYTES": "0",
+        "RKLLMD_LLAMACPP__PARALLEL": "2",  # props' total_slots
     }
     try:
         with running_daemon(_models(root), env=env, args=["--load", "llama2-70b"]) as daemon:
@@ -133,7 +134,7 @@ def _check(steps: dict[str, Any]) -> None:
     assert ok(steps, "list_draft")["ids"] == []
     assert ok(steps, "get")["id"] == "llama2-70b"
     props = ok(steps, "props")
-    assert props["total_slots"] == 1 and props["chat_template_length"] > 0 and props["n_ctx"] > 0
+    assert props["total_slots"] == 2 and props["chat_template_length"] > 0 and props["n_ctx"] > 0
 
     assert ok(steps, "load")["status"] == "finished"
     after = ok(steps, "get_after_load")
