@@ -205,3 +205,17 @@ def test_layout_has_no_leftovers(store_daemon, smol_repo: Repo) -> None:
         f"{REPO_ID}/tokenizer_config.json",
         f"{REPO_ID}/{MANIFEST}",
     }
+
+
+def test_technical_files_with_the_same_bytes_are_all_published(store_daemon, hub: HubStub) -> None:
+    # Staged files are named by content: two "{}" files share one staged file.
+    hub.add_repo(
+        "org/twins",
+        {"m.gguf": b"GGUF" + os.urandom(5000), "tokenizer.json": b"{}", "config.json": b"{}"},
+    )
+    result = store_daemon.call("pull", repo="org/twins")
+    assert result["models"] == ["m"]
+    folder = store_daemon.models_dir / "org" / "twins"
+    assert (
+        (folder / "tokenizer.json").read_bytes() == (folder / "config.json").read_bytes() == b"{}"
+    )

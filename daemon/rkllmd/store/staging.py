@@ -20,6 +20,7 @@ import hashlib
 import logging
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,9 +224,17 @@ def publish(models_dir: Path, plan: Plan) -> list[str]:
         manifest.models[m.path] = ModelRecord(extras, listing.revision, listing.commit, pulled_at)
     manifest.pending = sorted(set(manifest.pending) | {f.path for f in moving})
     write_manifest(repo_dir, manifest)  # from here on a crash leaves them hidden
+    # Staged files are named by content: two files with the same bytes (two "{}" JSON
+    # files) share one staged file, which only the last of them may move away.
+    uses = Counter(f.key for f in moving)
     for f in moving:  # extras first, model files last
         folder = safe_mkdirs(repo_dir, f.path.rpartition("/")[0])
-        plan.ok(f).replace(folder / f.path.rpartition("/")[2])
+        target = folder / f.path.rpartition("/")[2]
+        uses[f.key] -= 1
+        if uses[f.key]:
+            _place_copy(plan.ok(f), target)
+        else:
+            plan.ok(f).replace(target)
         fsync_dir(folder)
     for f in selection.files:
         manifest.files[f.path].mtime_ns = (repo_dir / f.path).stat().st_mtime_ns
@@ -233,6 +242,17 @@ def publish(models_dir: Path, plan: Plan) -> list[str]:
     write_manifest(repo_dir, manifest)  # last: the model is complete
     discard(plan.staging)
     return [f"{listing.repo}/{f.path}" for f in moving]
+
+
+def _place_copy(source: Path, target: Path) -> None:
+    """``target`` gets ``source``'s bytes (a hard link when it can), ``source`` stays."""
+    temporary = target.with_name(f".{target.name}.rkllmd-copy")
+    temporary.unlink(missing_ok=True)
+    try:
+        temporary.hardlink_to(source)
+    except OSError:
+        shutil.copyfile(source, temporary)
+    temporary.replace(target)
 
 
 def discard(staging: Path) -> None:
