@@ -34,7 +34,7 @@ test-fleet: setup
 
 # The inner loop: unit tests, and the transports through real worker processes that
 # host a deterministic fake backend instead of llama.cpp (about a minute).
-FAST_TESTS := tests/test_*.py tests/catalog tests/chat tests/systemd tests/http tests/rpc
+FAST_TESTS := tests/test_*.py tests/catalog tests/chat tests/structured tests/systemd tests/http tests/rpc
 test-fast: setup models
 	_RKLLMD_TEST_BACKEND=fake $(VENV)/bin/pytest -q $(FAST_TESTS)
 

@@ -70,6 +70,20 @@ class GenerationSection(_Section):
     pin: str | None = None
 
 
+class StructuredSection(_Section):
+    # Regenerations of a structured reply (JSON, a schema, a forced tool call) that
+    # fails its check. On the NPU, which cannot constrain sampling, this and the
+    # prompt instruction are what enforce the structure.
+    retries: int = Field(2, ge=0, le=10)
+
+
+class ResponsesSection(_Section):
+    """The OpenAI Responses API's in-memory store (``previous_response_id``, GET)."""
+
+    max_stored: int = Field(256, ge=0, le=100_000)  # oldest dropped first; 0 stores none
+    ttl_seconds: float = Field(3600.0, gt=0, le=30 * 86400)
+
+
 class LlamaCppSection(_Section):
     ctx_size: int = Field(4096, ge=0, le=1_048_576)  # per generation
     threads: int = Field(0, ge=0, le=1024)
@@ -189,6 +203,8 @@ class Config(_Section):
     queue: QueueSection = QueueSection()
     worker: WorkerSection = WorkerSection()
     generation: GenerationSection = GenerationSection()
+    structured: StructuredSection = StructuredSection()
+    responses: ResponsesSection = ResponsesSection()
     llamacpp: LlamaCppSection = LlamaCppSection()
     rkllm: RkllmSection = RkllmSection()
     sampling: SamplingSection = SamplingSection()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -24,7 +24,7 @@ from .config import LiveConfig
 from .errors import NoModelLoaded, UnsupportedModelFormat
 from .metrics import Metrics
 from .props import ModelProps
-from .requests import BackendDefaults, LoadOptions
+from .requests import BackendDefaults, EmbedItem, LoadOptions
 from .slot import ModelSlot
 from .views import Embeddings, Resident
 from .worker.proxy import WorkerProcess
@@ -123,7 +123,7 @@ class EmbeddingSlot:
         await loaded.worker.stop(self._live.current.worker.unload_grace_seconds)
         logger.info("unloaded the embedding model %s", loaded.entry.id)
 
-    async def embed(self, texts: list[str]) -> Embeddings:
+    async def embed(self, texts: Sequence[EmbedItem]) -> Embeddings:
         async with self._slot.hold(bounded=True):
             loaded = self._loaded
             if loaded is None or not loaded.worker.alive:

@@ -61,6 +61,21 @@ class ModelHasNoVision(InvalidParams):
     code = "model_has_no_vision"
 
 
+class UnsupportedSchema(InvalidParams):
+    """A JSON Schema (structured output, a tool's parameters) uses a feature the
+    grammar compiler cannot enforce; refused rather than silently ignored."""
+
+    code = "unsupported_schema"
+
+
+class UnsupportedByModel(InvalidParams):
+    """A well-formed request the model (or its backend) cannot serve: embedding
+    ``dimensions`` without Matryoshka training, ``suffix`` without fill-in-the-middle
+    tokens, token-id input on the NPU."""
+
+    code = "unsupported_by_model"
+
+
 class ContextLengthExceeded(InvalidParams):
     """The prompt does not fit the loaded model's context window."""
 
@@ -97,6 +112,12 @@ class UnknownPreset(InvalidParams):
 
 class ModelNotFound(RkllmdError):
     code = "model_not_found"
+
+
+class ResponseNotFound(RkllmdError):
+    """A stored Responses API answer that does not exist (or no longer does)."""
+
+    code = "response_not_found"
 
 
 class AmbiguousModel(RkllmdError):
@@ -155,6 +176,13 @@ class BackendCrashed(RkllmdError):
 
 class GenerationFailed(RkllmdError):
     code = "generation_failed"
+
+
+class StructuredOutputFailed(GenerationFailed):
+    """No attempt produced output of the requested structure (JSON, a schema, a tool
+    call); ``last_attempt`` holds the text of the last one."""
+
+    code = "structured_output_failed"
 
 
 # --- the model store (pull / remove) -----------------------------------------------

@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from . import __version__
@@ -37,7 +38,7 @@ from .errors import (
 from .metrics import Metrics
 from .presets import SamplerPresets
 from .props import ModelProps
-from .requests import BackendDefaults, GenerateRequest, GenerationEvent, LoadOptions
+from .requests import BackendDefaults, EmbedItem, GenerateRequest, GenerationEvent, LoadOptions
 from .slot import ModelSlot
 from .stats import GenerationStats
 from .views import (
@@ -66,6 +67,10 @@ class _Resident:
     worker: WorkerProcess
     pinned: bool = False
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    loaded_at_mono: float = field(default_factory=time.monotonic)
+    # A request's keep-alive (Ollama's keep_alive) for this model, replacing the
+    # configured one: seconds idle before unloading, 0 at once, math.inf never.
+    keep_alive: float | None = None
 
     def view(self) -> Resident:
         return Resident(
@@ -79,6 +84,7 @@ class Generation:
 
     model_id: str
     events: AsyncIterator[GenerationEvent]
+    load_seconds: float = 0.0  # spent loading the model for this request (0: it was resident)
 
 
 async def _no_progress(stage: str, fraction: float | None, message: str) -> None:
@@ -123,6 +129,7 @@ class ModelManager:
         self._load_failure: LoadFailure | None = None
         self._pending_load: tuple[ModelEntry, LoadOptions, asyncio.Task[None]] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_deadline: datetime | None = None
         self._started = time.monotonic()
         self._generating = 0
         self._stats = GenerationStats(self.metrics)
@@ -383,16 +390,24 @@ class ModelManager:
 
     @asynccontextmanager
     async def generation(
-        self, request: GenerateRequest, model: str | None = None, *, may_load: bool = True
+        self,
+        request: GenerateRequest,
+        model: str | None = None,
+        *,
+        may_load: bool = True,
+        keep_alive: float | None = None,
     ) -> AsyncIterator[Generation]:
         """Hold slots for one generation (one per choice); leaving the block early
         aborts it.
 
         ``may_load`` False: refuse (LoadNotPermitted) rather than load or replace a
-        model for this request; what is resident serves it as usual."""
+        model for this request; what is resident serves it as usual. ``keep_alive``
+        replaces the configured idle time for the model from now on."""
         entry = self._registry.resolve(model) if model else None
         request = await self._with_presets(request)
+        started = time.monotonic()
         async with self._serving(entry, max(1, request.n), may_load) as resident:
+            loaded = time.monotonic() - started if resident.loaded_at_mono >= started else 0.0
             _check_supported(request, resident.entry.id, resident.props)
             self._generating += 1
             self._set_state(State.GENERATING)
@@ -400,13 +415,13 @@ class ModelManager:
                 resident.worker.generate(request, self._live.current.worker.abort_grace_seconds)
             )
             try:
-                yield Generation(resident.entry.id, events)
+                yield Generation(resident.entry.id, events, loaded)
             finally:
                 await events.aclose()
                 self._generating -= 1
                 if self._generating == 0 and self._state is State.GENERATING:
                     self._set_state(State.READY)
-        self._arm_idle_timer()
+        self._keep_alive(resident, keep_alive)
 
     async def _with_presets(self, request: GenerateRequest) -> GenerateRequest:
         """The sampler override preset in force, applied (see presets.py)."""
@@ -415,7 +430,12 @@ class ModelManager:
         return dataclasses.replace(request, sampling=self.presets.apply(request.sampling))
 
     async def embed(
-        self, texts: list[str], model: str | None = None, *, may_load: bool = True
+        self,
+        texts: Sequence[EmbedItem],
+        model: str | None = None,
+        *,
+        may_load: bool = True,
+        keep_alive: float | None = None,
     ) -> Embeddings:
         """Embeddings from the embedding model when it is the one asked for (or none is
         named), from a model whose metadata says ``embedding`` (loaded into the
@@ -426,7 +446,7 @@ class ModelManager:
             return await self.embedding.embed(texts)
         async with self._serving(entry, 1, may_load) as resident:
             vectors, tokens = await resident.worker.embed(texts)
-        self._arm_idle_timer()
+        self._keep_alive(resident, keep_alive)
         return Embeddings(resident.entry.id, vectors, tokens)
 
     async def _embedding_slot_serves(self, entry: ModelEntry | None, may_load: bool) -> bool:
@@ -497,6 +517,15 @@ class ModelManager:
                 yield resident
                 return
 
+    def _keep_alive(self, resident: _Resident, keep_alive: float | None) -> None:
+        if keep_alive is not None and self._resident is resident:
+            resident.keep_alive = keep_alive
+        self._arm_idle_timer()
+
+    def expires_at(self) -> datetime | None:
+        """When the resident model will be unloaded for idleness (None: not planned)."""
+        return self._idle_deadline
+
     def _serves(self, entry: ModelEntry | None) -> bool:
         resident = self._resident
         return (
@@ -554,21 +583,23 @@ class ModelManager:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
-        keep_alive = self._live.current.generation.keep_alive_seconds
+        self._idle_deadline = None
         resident = self._resident
-        if keep_alive <= 0 or resident is None or resident.pinned:
+        if resident is None or resident.pinned:
+            return
+        keep_alive = resident.keep_alive
+        if keep_alive is None:  # the configured time, where 0 means "keep it"
+            keep_alive = self._live.current.generation.keep_alive_seconds or math.inf
+        if math.isinf(keep_alive):
             return
         loop = asyncio.get_running_loop()
-        self._idle_timer = loop.call_later(keep_alive, self._on_idle, resident)
+        self._idle_timer = loop.call_later(keep_alive, self._on_idle, resident, keep_alive)
+        self._idle_deadline = datetime.now(UTC) + timedelta(seconds=keep_alive)
 
-    def _on_idle(self, resident: _Resident) -> None:
+    def _on_idle(self, resident: _Resident, keep_alive: float) -> None:
         self._idle_timer = None
         if self._resident is resident and not self._slot.busy() and not self._slot.closing:
-            logger.info(
-                "unloading %s after %.0f s idle",
-                resident.entry.id,
-                self._live.current.generation.keep_alive_seconds,
-            )
+            logger.info("unloading %s after %.0f s idle", resident.entry.id, keep_alive)
             task = asyncio.create_task(self._unload_if_still_idle(resident))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 

@@ -28,6 +28,9 @@ class ModelProps:
     reasoning_starts_open: bool = False
     slots: int = 1  # generations the backend runs at once
     logprobs: bool = False  # can report token log-probabilities
+    # The backend constrains sampling with ``Sampling.grammar`` (llama.cpp); without
+    # it, structured replies rest on the prompt instruction and checks with retries.
+    grammar: bool = False
     notes: tuple[str, ...] = ()
     # Native runtime facts (RKLLM: library, version, driver, struct sizes).
     runtime: Facts | None = None

@@ -104,7 +104,9 @@ class Sampling:
     given: tuple[str, ...] = ()
     # Token id -> bias added to its logit (OpenAI logit_bias; -100 bans the token).
     logit_bias: tuple[tuple[int, float], ...] = ()
-    # A GBNF grammar (root rule "root") the output must follow (llama.cpp).
+    # A GBNF grammar (root rule "root") the output must follow: structured output and
+    # forced tool calls, compiled daemon-side by ``rkllmd.structured``. Only backends
+    # whose props say ``grammar`` apply it; the daemon never sends it to the others.
     grammar: str | None = None
 
     @classmethod
@@ -158,6 +160,10 @@ class GenerateRequest:
 
     messages: tuple[ChatMessage, ...] = ()
     prompt: str | None = None
+    # A raw prompt given as token ids of the model's vocabulary (OpenAI completions).
+    prompt_tokens: tuple[int, ...] | None = None
+    # Fill in the middle: the text after the insertion point (models with FIM tokens).
+    suffix: str | None = None
     sampling: Sampling = field(default_factory=Sampling)
     tools: tuple[dict[str, Any], ...] = ()
     enable_thinking: bool | None = None
@@ -175,12 +181,26 @@ class GenerateRequest:
         return cls(
             messages=tuple(ChatMessage.from_dict(m) for m in data.get("messages") or ()),
             prompt=data.get("prompt"),
+            prompt_tokens=_tokens(data.get("prompt_tokens")),
+            suffix=data.get("suffix"),
             sampling=Sampling.from_dict(data.get("sampling") or {}),
             tools=tuple(data.get("tools") or ()),
             enable_thinking=data.get("enable_thinking"),
             n=int(data.get("n") or 1),
             logprobs=data.get("logprobs"),
         )
+
+
+def _tokens(value: Any) -> tuple[int, ...] | None:
+    return None if value is None else tuple(int(t) for t in value)
+
+
+# What one embedding is asked for: a text, or token ids of the model's vocabulary.
+EmbedItem = str | tuple[int, ...]
+
+
+def embed_item_from_json(value: Any) -> EmbedItem:
+    return value if isinstance(value, str) else tuple(int(t) for t in value)
 
 
 @dataclass(slots=True)

@@ -8,11 +8,13 @@ what a sampling field means or which range it has: both inherit these fields, an
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, Field, StrictBool
 
 from .requests import Sampling
+
+T = TypeVar("T")
 
 
 def _json_number(value: Any) -> Any:
@@ -36,19 +38,22 @@ EmbedInput = EmbedText | Annotated[list[EmbedText], Field(min_length=1, max_leng
 
 
 class SamplingFields(BaseModel):
+    """Every field may be null, and null means "not set" (the domain default applies):
+    clients that serialise unset fields as null must be served like those that omit them."""
+
     max_tokens: Annotated[int, Field(ge=1, le=1_048_576), NUMBER] | None = None
-    temperature: Annotated[float, Field(ge=0.0, le=2.0), NUMBER] = 0.8
-    top_p: Annotated[float, Field(ge=0.0, le=1.0), NUMBER] = 0.95
-    top_k: Annotated[int, Field(ge=0, le=1000), NUMBER] = 40
-    min_p: Annotated[float, Field(ge=0.0, le=1.0), NUMBER] = 0.05
-    repeat_penalty: Annotated[float, Field(gt=0.0, le=10.0), NUMBER] = 1.0
-    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0), NUMBER] = 0.0
-    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0), NUMBER] = 0.0
+    temperature: Annotated[float, Field(ge=0.0, le=2.0), NUMBER] | None = None
+    top_p: Annotated[float, Field(ge=0.0, le=1.0), NUMBER] | None = None
+    top_k: Annotated[int, Field(ge=0, le=1000), NUMBER] | None = None
+    min_p: Annotated[float, Field(ge=0.0, le=1.0), NUMBER] | None = None
+    repeat_penalty: Annotated[float, Field(gt=0.0, le=10.0), NUMBER] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0), NUMBER] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0), NUMBER] | None = None
     # -1 is "random" as in llama.cpp; any other value wraps to the runtimes' 32 bits.
     seed: Annotated[int, Field(ge=-(2**63), le=2**64 - 1), NUMBER] | None = None
     stop: StopField = None
     # Generate to max_tokens past end-of-sequence (as in vLLM/llama.cpp; benchmarks).
-    ignore_eos: StrictBool = False
+    ignore_eos: StrictBool | None = None
     # OpenAI: token id (as a string key) -> bias in [-100, 100] added to its logit.
     logit_bias: (
         Annotated[
@@ -62,29 +67,45 @@ class SamplingFields(BaseModel):
     ) = None
 
 
-def to_sampling(fields: SamplingFields, max_tokens: int | None, default_max: int) -> Sampling:
+_DEFAULT = Sampling()
+
+
+def _given(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+def to_sampling(
+    fields: SamplingFields, max_tokens: int | None, default_max: int, *, grammar: str | None = None
+) -> Sampling:
     """The domain's sampling settings from validated wire fields.
 
     ``max_tokens`` is passed apart because dialects name it differently
-    (``max_completion_tokens``, ``num_predict``, ``maxTokens``).
+    (``max_completion_tokens``, ``num_predict``, ``maxTokens``); ``grammar`` is the
+    GBNF a structured-output request compiled to (``rkllmd.structured``).
     """
     stop = fields.stop
     seed = fields.seed
-    given = set(fields.model_fields_set) & set(SamplingFields.model_fields)
+    # Set by the request, and not to null (null means "not set").
+    given = {
+        name
+        for name in set(fields.model_fields_set) & set(SamplingFields.model_fields)
+        if getattr(fields, name) is not None
+    }
     if max_tokens:
         given.add("max_tokens")
     return Sampling(
         max_tokens=max_tokens or default_max,
-        temperature=fields.temperature,
-        top_p=fields.top_p,
-        top_k=fields.top_k,
-        min_p=fields.min_p,
-        repeat_penalty=fields.repeat_penalty,
-        presence_penalty=fields.presence_penalty,
-        frequency_penalty=fields.frequency_penalty,
+        temperature=_given(fields.temperature, _DEFAULT.temperature),
+        top_p=_given(fields.top_p, _DEFAULT.top_p),
+        top_k=_given(fields.top_k, _DEFAULT.top_k),
+        min_p=_given(fields.min_p, _DEFAULT.min_p),
+        repeat_penalty=_given(fields.repeat_penalty, _DEFAULT.repeat_penalty),
+        presence_penalty=_given(fields.presence_penalty, _DEFAULT.presence_penalty),
+        frequency_penalty=_given(fields.frequency_penalty, _DEFAULT.frequency_penalty),
         seed=None if seed is None or seed == -1 else seed % 2**32,
         stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
-        ignore_eos=fields.ignore_eos,
+        ignore_eos=bool(fields.ignore_eos),
         given=tuple(sorted(given)),
         logit_bias=tuple((int(t), b) for t, b in (fields.logit_bias or {}).items()),
+        grammar=grammar,
     )

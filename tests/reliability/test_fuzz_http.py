@@ -52,7 +52,8 @@ MODEL_ID = "Qwen2.5-0.5B-Instruct_W8A8_RK3588"
 def _refused_by_state(response: Any) -> bool:
     """400 for a prompt longer than the loaded context, a context above the model's, or
     no model loaded (a fuzzed /v1/models/unload came first; 400 is the documented answer,
-    which openai-python surfaces as BadRequestError)."""
+    which openai-python surfaces as BadRequestError); the refusals of STATE_CODES and
+    CROSS_FIELD below."""
     try:
         body = json.loads(response.content)
     except (ValueError, TypeError, AttributeError):
@@ -60,35 +61,44 @@ def _refused_by_state(response: Any) -> bool:
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(body, dict) and "detail" in body:
         error = body  # the simple chat dialect: {"detail", "code", ...details}
-    if response.status_code != 400 or not isinstance(error, dict):
+    if isinstance(error, str):  # Ollama's shape (/api/...): the code rides beside it
+        error = {"message": error, "code": body.get("code")}
+    if response.status_code not in (400, 422) or not isinstance(error, dict):
         return False
     details = error.get("details", error)
     limit = isinstance(details, dict) and "limit" in details
-    # unknown_template/preset: the names are the files of a folder, not a schema enum;
-    # unsupported_model_format, tokenizer_unavailable: the model's files decide (an .rkllm
-    # embedding model; an .rkllm model without tokenizer.json);
-    # invalid_image/model_has_no_vision: a string the schema calls base64 need not hold a
-    # JPEG/PNG/WebP image, and no model here can see one.
-    # n and logprobs: what the loaded backend can give (the NPU: one choice, none).
-    state = (
-        "context_length_exceeded",
-        "no_model_loaded",
-        "unknown_template",
-        "unknown_preset",
-        "unsupported_model_format",
-        "invalid_image",
-        "model_has_no_vision",
-        "tokenizer_unavailable",
-    )
-    beyond_backend = error.get("code") == "invalid_params" and error.get("param") in (
-        "n",
-        "logprobs",
-    )
     return (
-        error.get("code") in state
+        error.get("code") in STATE_CODES
         or (error.get("code") == "load_failed" and limit)
-        or beyond_backend
+        or (error.get("code") == "invalid_params" and error.get("param") in CROSS_FIELD)
     )
+
+
+# Refusals that depend on the model, not on the request's schema: what the double's
+# replies are (structured replies it cannot give), what the model can do (dimensions,
+# fill-in-the-middle, token ids, vision), what an image's bytes hold, what a schema
+# given as data uses.
+# unknown_template/preset: the names are the files of a folder, not a schema enum;
+# unsupported_model_format, tokenizer_unavailable: the model's files decide (an .rkllm
+# embedding model; an .rkllm model without tokenizer.json).
+STATE_CODES = (
+    "context_length_exceeded",
+    "no_model_loaded",
+    "unknown_template",
+    "unknown_preset",
+    "unsupported_model_format",
+    "tokenizer_unavailable",
+    "structured_output_failed",
+    "unsupported_by_model",
+    "model_has_no_vision",
+    "invalid_image",
+    "unsupported_schema",
+)
+# Fields whose validity depends on another field (tool_choice naming a tool needs
+# tools; echo and suffix need a text prompt): a dependency an OpenAPI schema does not
+# state; schema-valid data with it alone is rightly refused, as OpenAI does. n and
+# logprobs: what the loaded backend can give (the NPU: one choice, none).
+CROSS_FIELD = ("tool_choice", "echo", "suffix", "n", "logprobs")
 
 
 @schemathesis.check

@@ -18,6 +18,7 @@ NOT_RPC = {
     e.UnsupportedMediaType,
     e.RouteNotFound,
     e.MethodNotAllowed,
+    e.ResponseNotFound,  # the Responses API's store
 }
 
 

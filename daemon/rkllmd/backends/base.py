@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..props import ModelProps
-from ..requests import FinishReason, GenerateRequest, LoadOptions, TokenLogprob, Usage
+from ..requests import EmbedItem, FinishReason, GenerateRequest, LoadOptions, TokenLogprob, Usage
 
 
 def pick_option(
@@ -81,8 +81,8 @@ class Backend(Protocol):
         """Stream text pieces through ``emit``; stop early once ``cancel`` is set."""
         ...
 
-    def embed(self, texts: list[str]) -> EmbedResult:
-        """Pooled, normalised embeddings of each text."""
+    def embed(self, texts: list[EmbedItem]) -> EmbedResult:
+        """Pooled, normalised embeddings of each text (or token ids of the vocabulary)."""
         ...
 
     def encode_prompt(self, request: GenerateRequest) -> list[int]:

@@ -26,9 +26,9 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import ContextLengthExceeded, InvalidParams, LoadFailed
+from ..errors import ContextLengthExceeded, InvalidParams, LoadFailed, UnsupportedByModel
 from ..props import ModelProps
-from ..requests import BackendDefaults, GenerateRequest, LoadOptions, Sampling, Usage
+from ..requests import BackendDefaults, EmbedItem, GenerateRequest, LoadOptions, Sampling, Usage
 from .base import EmbedResult, EmitText, GenerateResult, pick_option
 from .textstream import TextStream
 
@@ -107,9 +107,10 @@ class FakeBackend:
             emit(rest)
         return GenerateResult("length" if usage.completion_tokens >= budget else "stop", usage)
 
-    def embed(self, texts: list[str]) -> EmbedResult:
-        vectors = [_unit_vector(text) for text in texts]
-        return EmbedResult(vectors=vectors, prompt_tokens=sum(len(t.split()) for t in texts))
+    def embed(self, texts: list[EmbedItem]) -> EmbedResult:
+        words = [_words(item) for item in texts]
+        vectors = [_unit_vector(" ".join(w)) for w in words]
+        return EmbedResult(vectors=vectors, prompt_tokens=sum(len(w) for w in words))
 
     def encode_prompt(self, request: GenerateRequest) -> list[int]:
         return self.encode(self._render(request), add_bos=False, special=True)
@@ -132,6 +133,10 @@ class FakeBackend:
 
     @staticmethod
     def _render(request: GenerateRequest) -> str:
+        if request.suffix is not None:
+            raise UnsupportedByModel("suffix needs a model with fill-in-the-middle tokens")
+        if request.prompt_tokens is not None:
+            return " ".join(_words(request.prompt_tokens))
         if request.prompt is not None:
             return request.prompt
         turns = [f"<|im_start|>{m.role}\n{m.content}<|im_end|>" for m in request.messages]
@@ -159,6 +164,18 @@ def _check_file(path: Path) -> None:
         head[:4] != b"GGUF" or int.from_bytes(head[4:8], "little") not in (2, 3)
     ):
         raise LoadFailed("the file is not a GGUF model (bad header)")
+
+
+def _words(item: EmbedItem) -> list[str]:
+    """The fake's tokens: whitespace-separated words; token id i stands for WORDS[i]."""
+    if isinstance(item, str):
+        return item.split()
+    for token in item:
+        if not 0 <= token < len(WORDS):
+            raise UnsupportedByModel(
+                f"token id {token} is outside the vocabulary (0..{len(WORDS) - 1})"
+            )
+    return [WORDS[token] for token in item]
 
 
 def _unit_vector(text: str) -> list[float]:

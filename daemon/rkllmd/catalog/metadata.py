@@ -79,6 +79,10 @@ class ModelMeta:
     parameters: str | None = None  # a size label: "135M", "0.5B"
     quantization: str | None = None  # "Q4_1", "W8A8"
     platform: str | None = None  # the NPU an .rkllm file was converted for
+    # Trained with Matryoshka representation learning: a prefix of an embedding is an
+    # embedding (OpenAI ``dimensions``). ``"matryoshka": true`` or a non-empty
+    # ``"matryoshka_dimensions"`` list in meta.json or the sidecar says so.
+    matryoshka: bool = False
 
 
 NO_META = ModelMeta()
@@ -167,9 +171,11 @@ def _is_unpublished(scan: _Scan, rel: str) -> bool:
 def _meta_for(scan: _Scan, rel: str, sig: FileSig) -> ModelMeta:
     folder = rel.rsplit("/", 1)[0] if "/" in rel else None
     config = hub = NOTHING
+    hub_data: dict[str, Any] = {}
     if folder is not None:  # Hub files never apply to the flat models directory
         config = _from_config(scan.json_object(scan.root / folder / "config.json"))
-        hub = _declared(scan.json_object(scan.root / folder / "meta.json"))
+        hub_data = scan.json_object(scan.root / folder / "meta.json") or {}
+        hub = _declared(hub_data)
     stem = rel.rsplit(".", 1)[0]
     sidecar_data = scan.json_object(scan.root / f"{stem}{SIDECAR_SUFFIX}") or {}
     is_gguf = rel.lower().endswith(".gguf")
@@ -194,6 +200,7 @@ def _meta_for(scan: _Scan, rel: str, sig: FileSig) -> ModelMeta:
         parameters=described.parameters,
         quantization=described.quantization,
         platform=described.platform,
+        matryoshka=_matryoshka(sidecar_data) or _matryoshka(hub_data),
     )
 
 
@@ -278,3 +285,13 @@ def _sampling(value: Any) -> tuple[tuple[str, float], ...]:
         for key in SAMPLING_KEYS
         if isinstance(value.get(key), int | float) and not isinstance(value.get(key), bool)
     )
+
+
+def _matryoshka(data: dict[str, Any]) -> bool:
+    sizes = data.get("matryoshka_dimensions")
+    listed = (
+        isinstance(sizes, list)
+        and bool(sizes)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes)
+    )
+    return data.get("matryoshka") is True or listed

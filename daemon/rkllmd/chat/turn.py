@@ -54,13 +54,16 @@ def generate_request(
 class ChatReply:
     """The assistant's answer taking shape: text in, parsed pieces and one message out."""
 
-    def __init__(self, *, tools: bool, starts_in_reasoning: bool) -> None:
+    def __init__(
+        self, *, tools: bool, starts_in_reasoning: bool, single_call: bool = False
+    ) -> None:
         # Some templates (DeepSeek-R1 distills) open <think> in the prompt itself.
         self._parser = OutputParser(
             reasoning=True, tools=tools, starts_in_reasoning=starts_in_reasoning
         )
         self._parts: dict[str, list[str]] = {"content": [], "reasoning": []}
         self.calls: list[ToolCall] = []
+        self._single = single_call  # parallel_tool_calls false: the first call only
 
     def feed(self, text: str) -> list[Delta]:
         return self._keep(self._parser.feed(text))
@@ -68,6 +71,8 @@ class ChatReply:
     def finish(self) -> list[Delta]:
         """The last pieces; ``calls`` holds the tool calls from here on."""
         deltas, self.calls = self._parser.finish()
+        if self._single:
+            self.calls = self.calls[:1]
         return self._keep(deltas)
 
     def finish_reason(self, reason: str) -> str:

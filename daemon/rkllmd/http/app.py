@@ -13,7 +13,7 @@ from aiohttp import web
 from .. import errors as e
 from . import ops, pulls, removal
 from .cards import CARD_CACHE, CardCache
-from .dialects import openai, rockchip, simplechat, tabby
+from .dialects import ollama, ollama_models, openai, responses, rockchip, simplechat, tabby
 from .edge import HostRules, check_auth, check_origin, cors_headers, to_error_response
 from .openapi import openapi
 from .routing import Handler, Route
@@ -34,6 +34,9 @@ ROUTES: tuple[Route, ...] = (
     *simplechat.ROUTES,
     *openai.ROUTES,
     *removal.ROUTES,
+    *responses.ROUTES,
+    *ollama_models.ROUTES,
+    *ollama.ROUTES,
 )
 
 
@@ -59,25 +62,26 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             check_auth(request, http, admin)
             response = await handler(request)
     except e.RkllmdError as exc:
-        response = to_error_response(exc)
+        response = to_error_response(exc, request.path)
     except web.HTTPNotFound:
         response = to_error_response(
-            e.RouteNotFound(f"no route for {request.method} {request.path}")
+            e.RouteNotFound(f"no route for {request.method} {request.path}"), request.path
         )
     except web.HTTPMethodNotAllowed as exc:
         response = to_error_response(
-            e.MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+            e.MethodNotAllowed(f"{request.method} is not allowed on {request.path}"), request.path
         )
         response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
     except web.HTTPRequestEntityTooLarge:
         response = to_error_response(
-            e.PayloadTooLarge(f"request bodies are limited to {http.max_body_bytes} bytes")
+            e.PayloadTooLarge(f"request bodies are limited to {http.max_body_bytes} bytes"),
+            request.path,
         )
     except (ConnectionError, web.HTTPException):
         raise
     except Exception:
         logger.exception("internal error on %s %s", request.method, request.path)
-        response = to_error_response(e.RkllmdError("internal error"))
+        response = to_error_response(e.RkllmdError("internal error"), request.path)
     if not response.prepared:
         response.headers.update(cors_headers(request, http))
     svc.manager.metrics.requests.labels(_route_key(request), str(response.status)).inc()

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from .. import errors as e
 from ..config import HttpSection, is_loopback, parse_listen
-from .errors import error_response
+from .errors import error_response, ollama_error_response
 
 logger = logging.getLogger(__name__)
 
@@ -189,5 +189,11 @@ def parse_model(model: type[M], data: Any) -> M:
         ) from None
 
 
-def to_error_response(error: e.RkllmdError) -> web.Response:
+OLLAMA_PREFIX = "/api/"
+
+
+def to_error_response(error: e.RkllmdError, path: str = "") -> web.Response:
+    """The error in the shape the route's dialect uses: Ollama's under /api/, else OpenAI's."""
+    if path.startswith(OLLAMA_PREFIX):
+        return ollama_error_response(error)
     return error_response(error, error.details.get("param"))

@@ -16,6 +16,7 @@ _STATUS: dict[type[e.RkllmdError], int] = {
     e.AuthenticationFailed: 401,
     e.Forbidden: 403,
     e.ModelNotFound: 404,
+    e.ResponseNotFound: 404,
     e.RouteNotFound: 404,
     e.MethodNotAllowed: 405,
     e.RequestTimeout: 408,
@@ -24,6 +25,7 @@ _STATUS: dict[type[e.RkllmdError], int] = {
     e.PayloadTooLarge: 413,
     e.UnsupportedMediaType: 415,
     e.NotAvailable: 501,
+    e.StructuredOutputFailed: 422,  # not retried by clients: the model could not comply
     e.RepoNotFound: 404,
     e.PullFailed: 502,  # the Hub failed or sent something unusable
     e.InsufficientStorage: 507,
@@ -70,6 +72,18 @@ def error_headers(error: e.RkllmdError) -> dict[str, str]:
         # openai-python retries 408/409/429/5xx unless told not to.
         return {"x-should-retry": "false"}
     return {}
+
+
+def ollama_error_response(error: e.RkllmdError) -> web.Response:
+    """Ollama's shape, ``{"error": "<message>"}`` with the same status code; ``code``
+    (ours, stable) rides along for clients that want it."""
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, e.QueueFull) else {}
+    return web.Response(
+        status=http_status(error),
+        text=json.dumps({"error": error.message, "code": error.code}),
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 def error_response(error: e.RkllmdError, param: str | None = None) -> web.Response:

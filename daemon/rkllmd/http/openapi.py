@@ -18,7 +18,8 @@ def openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
     )
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        op: dict[str, Any] = {"summary": route.summary, "responses": _responses()}
+        errors = "OllamaError" if route.path.startswith("/api/") else "Error"
+        op: dict[str, Any] = {"summary": route.summary, "responses": _responses(errors)}
         if route.body is not None:
             ref = {"$ref": f"#/components/schemas/{route.body.__name__}"}
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref}}}
@@ -44,7 +45,13 @@ def openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "rkllmd HTTP API", "version": __version__},
         "paths": paths,
-        "components": {"schemas": {**defs.get("$defs", {}), "Error": _ERROR_SCHEMA}},
+        "components": {
+            "schemas": {
+                **defs.get("$defs", {}),
+                "Error": _ERROR_SCHEMA,
+                "OllamaError": _OLLAMA_ERROR_SCHEMA,
+            }
+        },
     }
 
 
@@ -76,8 +83,17 @@ _ERROR_SCHEMA = {
 }
 
 
-def _responses() -> dict[str, Any]:
-    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+# Ollama's error body (/api/...): the message, and our stable code beside it.
+_OLLAMA_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
+    "required": ["error"],
+}
+
+
+def _responses(errors: str = "Error") -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{errors}"}
+    error = {"content": {"application/json": {"schema": schema}}}
     return {
         "200": {"description": "OK"},
         "4XX": {"description": "Client error", **error},

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 
+from ..config import VisionSection
+from ..images import decode_images, refuse_without_vision
 from ..wire import NUMBER, SamplingFields
 
 # Documented in /openapi.json only (the registry, hub.py and selection.py enforce the
@@ -52,16 +54,36 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+PART_TYPES = ("text", "input_text", "output_text", "image_url", "input_image")
+
+
+class ImageUrl(Body):
+    url: Annotated[str, Field(max_length=64 * 1024 * 1024)]
+    detail: str | None = None
+
+
 class ContentPart(Body):
-    type: Annotated[str, Field(json_schema_extra={"enum": ["text"]})]
+    """A text part, or an image (chat's ``image_url``, the Responses API's ``input_image``)."""
+
+    type: Annotated[str, Field(json_schema_extra={"enum": list(PART_TYPES)})]
     text: str | None = None
+    image_url: ImageUrl | Annotated[str, Field(max_length=64 * 1024 * 1024)] | None = None
 
     @field_validator("type")
     @classmethod
-    def _text_only(cls, value: str) -> str:
-        if value != "text":
-            raise ValueError(f"content parts of type {value!r} are not supported (text only)")
+    def _known(cls, value: str) -> str:
+        if value not in PART_TYPES:
+            raise ValueError(
+                f"content parts of type {value!r} are not supported (text and images only)"
+            )
         return value
+
+    def image(self) -> str | None:
+        """The image's data URL (or whatever the client sent as one) if this part is one."""
+        if self.type not in ("image_url", "input_image"):
+            return None
+        url = self.image_url.url if isinstance(self.image_url, ImageUrl) else self.image_url
+        return url or ""
 
 
 class ChatMessageIn(Body):
@@ -73,18 +95,43 @@ class ChatMessageIn(Body):
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(part.text or "" for part in self.content)
+            return "".join(part.text or "" for part in self.content if part.image() is None)
         return self.content or ""
+
+    def images(self) -> list[str]:
+        if not isinstance(self.content, list):
+            return []
+        return [url for part in self.content if (url := part.image()) is not None]
+
+
+def refuse_images(messages: list[ChatMessageIn], limits: VisionSection, model: str | None) -> None:
+    """Images are decoded and bounded like every dialect's (``rkllmd.images``); until a
+    backend can see, a request carrying any is refused with ``model_has_no_vision``."""
+    urls = [url for message in messages for url in message.images()]
+    if urls:
+        refuse_without_vision(decode_images(((url, None) for url in urls), limits), model)
 
 
 class StreamOptions(Body):
-    include_usage: StrictBool = False
+    include_usage: StrictBool | None = None
 
 
 class Sampling(Body, SamplingFields):
-    """The sampling fields plus what OpenAI-style generation routes add to them."""
+    """The sampling fields plus what OpenAI-style generation routes add to them.
+
+    As in ``SamplingFields``, null means "not set" for each of them. ``user``,
+    ``metadata`` and ``service_tier`` need no field: unknown fields are ignored.
+    """
 
     # Choices from one prompt: llama.cpp up to its parallel sequences, the NPU 1.
-    n: Annotated[int, Field(ge=1, le=8), NUMBER] = 1
-    stream: StrictBool = False
+    n: Annotated[int, Field(ge=1, le=8), NUMBER] | None = None
+    stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
+
+    @property
+    def choices(self) -> int:
+        return self.n or 1
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)

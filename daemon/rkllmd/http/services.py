@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -10,6 +10,7 @@ from ..catalog.registry import ModelRegistry
 from ..config import LiveConfig
 from ..manager import ModelManager
 from ..store import ModelStore
+from .response_store import ResponseStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,8 @@ class Services:
     registry: ModelRegistry
     config: LiveConfig  # read per request (``config.current``): SIGHUP changes apply
     store: ModelStore | None = None
+    # The Responses API's stored answers (previous_response_id, GET /v1/responses/{id}).
+    responses: ResponseStore = field(default_factory=ResponseStore)
 
 
 SERVICES = web.AppKey("services", Services)

@@ -47,9 +47,14 @@ class EventStream:
         data = dumps_line(obj) if self._ndjson else b"data: " + dumps(obj) + b"\n\n"
         await self._response.write(data)
 
+    async def send_event(self, name: str, obj: Any) -> None:
+        """A named SSE event (``event:`` and ``data:``), as the Responses API streams."""
+        await self._response.write(b"event: " + name.encode() + b"\ndata: " + dumps(obj) + b"\n\n")
+
     async def done(self, *, marker: bool = True) -> None:
-        """End the stream; SSE streams end with ``data: [DONE]`` unless ``marker`` is
-        False (TabbyAPI's load progress: its clients parse every event as JSON)."""
+        """End the stream; SSE streams end with ``data: [DONE]`` unless ``marker`` is False
+        (TabbyAPI's load progress: its clients parse every event as JSON; the Responses
+        API has no such line)."""
         if marker and not self._ndjson:
             await self._response.write(b"data: [DONE]\n\n")
         await self._response.write_eof()

@@ -9,6 +9,7 @@ what goes wrong after the first byte in-band, then ends the stream.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,25 +31,15 @@ FINISH = {"stop": "stop", "length": "length", "abort": "stop"}
 
 
 class Run:
-    """One generation's token texts, pulled under the request's deadlines."""
+    """One generation's reply as the dialects read it: its token events, then its end."""
 
-    def __init__(
-        self,
-        model_id: str,
-        events: AsyncIterator[GenerationEvent],
-        deadline: Deadline,
-        first: GenerationEvent,
-    ) -> None:
-        self.model_id = model_id
-        self._events = events
-        self._deadline = deadline
-        self._event = first
+    model_id: str
+    load_seconds: float = 0.0  # spent loading the model for this request
+    first_event_at: float = 0.0  # time.monotonic() when the first event arrived
 
-    async def tokens(self) -> AsyncIterator[TokenEvent]:
+    def tokens(self) -> AsyncIterator[TokenEvent]:
         """Every token event: its text, choice index and log-probabilities."""
-        while isinstance(self._event, TokenEvent):
-            yield self._event
-            self._event = await self._deadline.next(self._events)
+        raise NotImplementedError
 
     async def texts(self) -> AsyncIterator[str]:
         async for token in self.tokens():
@@ -59,9 +50,7 @@ class Run:
 
     @property
     def done(self) -> DoneEvent:
-        if not isinstance(self._event, DoneEvent):
-            raise RuntimeError("the generation has not ended yet")
-        return self._event
+        raise NotImplementedError
 
     @property
     def finish(self) -> str:
@@ -72,6 +61,36 @@ class Run:
         """The OpenAI finish reason of one choice (n > 1)."""
         reasons = self.done.choices
         return FINISH[reasons[index] if reasons else self.done.finish_reason]
+
+
+class LiveRun(Run):
+    """A running generation's token events, pulled under the request's deadlines."""
+
+    def __init__(
+        self,
+        model_id: str,
+        events: AsyncIterator[GenerationEvent],
+        deadline: Deadline,
+        first: GenerationEvent,
+        load_seconds: float = 0.0,
+    ) -> None:
+        self.model_id = model_id
+        self.load_seconds = load_seconds
+        self.first_event_at = time.monotonic()
+        self._events = events
+        self._deadline = deadline
+        self._event = first
+
+    async def tokens(self) -> AsyncIterator[TokenEvent]:
+        while isinstance(self._event, TokenEvent):
+            yield self._event
+            self._event = await self._deadline.next(self._events)
+
+    @property
+    def done(self) -> DoneEvent:
+        if not isinstance(self._event, DoneEvent):
+            raise RuntimeError("the generation has not ended yet")
+        return self._event
 
 
 UNRESOLVED = web.RequestKey("unresolved_model", str)  # the name that resolved to nothing
@@ -114,12 +133,14 @@ async def generation(
     model: str | None,
     *,
     may_load: bool,
+    keep_alive: float | None = None,
 ) -> AsyncIterator[Run]:
     """``may_load``: whether this request's key may load or replace a model
     (``edge.may_load_models``); each dialect passes it, none can forget it."""
     deadline = Deadline(http.first_token_timeout_seconds, http.request_timeout_seconds)
-    async with manager.generation(request, model, may_load=may_load) as gen:
-        yield Run(gen.model_id, gen.events, deadline, await deadline.next(gen.events))
+    async with manager.generation(request, model, may_load=may_load, keep_alive=keep_alive) as gen:
+        first = await deadline.next(gen.events)
+        yield LiveRun(gen.model_id, gen.events, deadline, first, gen.load_seconds)
 
 
 async def streamed(

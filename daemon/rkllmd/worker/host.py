@@ -23,7 +23,14 @@ from typing import Any, BinaryIO
 
 from ..backends.base import Backend
 from ..errors import LoadFailed, NotAvailable, RkllmdError
-from ..requests import BackendDefaults, GenerateRequest, LoadOptions, TokenLogprob
+from ..requests import (
+    BackendDefaults,
+    EmbedItem,
+    GenerateRequest,
+    LoadOptions,
+    TokenLogprob,
+    embed_item_from_json,
+)
 from . import protocol as p
 
 logger = logging.getLogger("rkllmd.worker")
@@ -96,7 +103,7 @@ class Host:
         self._start(int(message["id"]), lambda job, cancel: self._generate(job, request, cancel))
 
     def handle_embed(self, message: dict[str, Any]) -> None:
-        texts = [str(t) for t in message["texts"]]
+        texts = [embed_item_from_json(t) for t in message["texts"]]
         self._start(int(message["id"]), lambda job, cancel: self._embed(job, texts))
 
     def _start(self, job_id: int, work: Callable[[int, threading.Event], None]) -> None:
@@ -150,7 +157,7 @@ class Host:
             **extra,
         )
 
-    def _embed(self, job_id: int, texts: list[str]) -> None:
+    def _embed(self, job_id: int, texts: list[EmbedItem]) -> None:
         assert self._backend is not None
         result = self._backend.embed(texts)
         self._events.send(

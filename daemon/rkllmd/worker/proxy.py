@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from ..props import ModelProps
 from ..requests import (
     BackendDefaults,
     DoneEvent,
+    EmbedItem,
     GenerateRequest,
     GenerationEvent,
     LoadOptions,
@@ -167,13 +168,13 @@ class WorkerProcess:
                 await self._abort(job_id, queue, abort_grace)
             self._jobs.pop(job_id, None)
 
-    async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
-        """Embeddings of ``texts``; short enough that it is never aborted midway."""
+    async def embed(self, texts: Sequence[EmbedItem]) -> tuple[list[list[float]], int]:
+        """Embeddings of ``texts`` (or token ids); short enough that it is never aborted."""
         job_id = next(self._ids)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._jobs[job_id] = queue
         try:
-            await self._send(p.EMBED, id=job_id, texts=texts)
+            await self._send(p.EMBED, id=job_id, texts=list(texts))
             message = await queue.get()
             if message is not _CRASHED and message["kind"] == p.EMBEDDING:
                 return message["vectors"], int(message["prompt_tokens"])

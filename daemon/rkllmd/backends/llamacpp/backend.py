@@ -8,6 +8,7 @@ second context in embedding mode. Worker process only.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 from collections.abc import Callable
@@ -16,13 +17,13 @@ from typing import Any
 
 from ...errors import ContextLengthExceeded, InvalidParams, LoadFailed
 from ...props import Facts, ModelProps
-from ...requests import BackendDefaults, GenerateRequest, LoadOptions
+from ...requests import BackendDefaults, EmbedItem, GenerateRequest, LoadOptions
 from ..base import EmbedResult, Emit, GenerateResult, pick_option
 from ..gguf_lora import adapter_paths, apply_adapters
 from .draft import Speculation
 from .engine import Engine
 from .native import Context, Pieces
-from .prompt import PromptBuilder
+from .prompt import PromptBuilder, vocabulary_ids
 from .sampling import SamplerSpec, Vocabulary
 from .sequence import Job
 from .setup import (
@@ -132,6 +133,7 @@ class LlamaCppBackend:
             chat_template_source=self._prompts.source,
             slots=self._ctx.n_seq,
             logprobs=True,
+            grammar=True,
             details=details,
         )
 
@@ -186,18 +188,30 @@ class LlamaCppBackend:
 
     # --- embed ---------------------------------------------------------------------
 
-    def embed(self, texts: list[str]) -> EmbedResult:
+    def embed(self, items: list[EmbedItem]) -> EmbedResult:
         embedder = self._embedder or self._open_embedder()
         n_ctx = int(embedder.n_ctx())
         # Counted first so that an input over the context is refused before any decode.
-        # Llama.embed tokenizes again; that costs microseconds next to the decode, and
-        # keeps us on the library's public API.
-        counts = [len(embedder.tokenize(t.encode(), add_bos=True, special=False)) for t in texts]
+        # Llama.embed tokenizes texts again; that costs microseconds next to the decode,
+        # and keeps us on the library's public API.
+        tokens = [
+            embedder.tokenize(i.encode(), add_bos=True, special=False)
+            if isinstance(i, str)
+            else vocabulary_ids(i, int(self._model.n_vocab()))
+            for i in items
+        ]
+        counts = [len(t) for t in tokens]
         if max(counts, default=0) > n_ctx:
             raise ContextLengthExceeded(
                 f"an input is {max(counts)} tokens but the context holds {n_ctx}", n_ctx=n_ctx
             )
-        vectors = embedder.embed(texts, normalize=True)
+        # Texts in one batched call (as Llama.embed batches them), token ids one by one.
+        texts = [item for item in items if isinstance(item, str)]
+        batched = iter(embedder.embed(texts, normalize=True) if texts else [])
+        vectors = [
+            next(batched) if isinstance(item, str) else _embed_ids(self._lib, embedder, ids)
+            for item, ids in zip(items, tokens, strict=True)
+        ]
         return EmbedResult(
             vectors=[list(map(float, v)) for v in vectors], prompt_tokens=sum(counts)
         )
@@ -270,3 +284,20 @@ def _result(job: Job) -> GenerateResult:
         perf=perf,
         choices=reasons if job.n > 1 else (),  # type: ignore[arg-type]
     )
+
+
+def _embed_ids(lib: Any, embedder: Any, ids: list[int]) -> list[float]:
+    """The pooled, normalised embedding of token ids (Llama.embed takes only text):
+    the same steps as Llama.embed for one sequence."""
+    embedder._batch.reset()
+    embedder._batch.add_sequence(ids, 0, True)
+    embedder._ctx.kv_cache_clear()
+    try:
+        embedder._ctx.decode(embedder._batch)
+        size = embedder.n_embd()
+        vector = [float(v) for v in lib.llama_get_embeddings_seq(embedder._ctx.ctx, 0)[:size]]
+    finally:
+        embedder._batch.reset()
+        embedder._ctx.kv_cache_clear()
+    norm = math.sqrt(math.fsum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]

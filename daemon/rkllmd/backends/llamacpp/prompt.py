@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from ...errors import GenerationFailed, LoadFailed
+from ...errors import GenerationFailed, LoadFailed, UnsupportedByModel
 from ...requests import GenerateRequest
 
 # Used only when a model carries no chat template and none was given.
@@ -16,6 +17,7 @@ FALLBACK_TEMPLATE = (
 
 class PromptBuilder:
     def __init__(self, lib: Any, model: Any, override: str | None) -> None:
+        self._lib = lib
         self._model = model
         self.source, self.template = self._template_for(override)
         eos, bos = model.token_eos(), model.token_bos()
@@ -37,6 +39,10 @@ class PromptBuilder:
         return "fallback", FALLBACK_TEMPLATE
 
     def tokens(self, request: GenerateRequest) -> list[int]:
+        if request.suffix is not None:
+            return self._fill_in_middle(request.prompt or "", request.suffix)
+        if request.prompt_tokens is not None:
+            return vocabulary_ids(request.prompt_tokens, int(self._model.n_vocab()))
         if request.prompt is not None:
             return list(self._model.tokenize(request.prompt.encode(), True, False))
         messages = [m.to_template() for m in request.messages]
@@ -52,3 +58,32 @@ class PromptBuilder:
         return list(
             self._model.tokenize(rendered.prompt.encode(), not rendered.added_special, True)
         )
+
+    def _fill_in_middle(self, prefix: str, suffix: str) -> list[int]:
+        """Prefix-suffix-middle order with the model's own FIM tokens."""
+        lib, vocab = self._lib, self._model.vocab
+        pre, suf, mid = (
+            int(f(vocab))
+            for f in (lib.llama_vocab_fim_pre, lib.llama_vocab_fim_suf, lib.llama_vocab_fim_mid)
+        )
+        if min(pre, suf, mid) < 0:
+            raise UnsupportedByModel(
+                "suffix needs a model with fill-in-the-middle tokens; this one has none",
+                param="suffix",
+            )
+
+        def tokens(text: str) -> list[int]:
+            return list(self._model.tokenize(text.encode(), False, False))
+
+        bos = int(self._model.token_bos())
+        return [*([bos] if bos >= 0 else []), pre, *tokens(prefix), suf, *tokens(suffix), mid]
+
+
+def vocabulary_ids(tokens: Sequence[int], n_vocab: int) -> list[int]:
+    """Token ids given by a client, each checked against the model's vocabulary."""
+    for token in tokens:
+        if not 0 <= token < n_vocab:
+            raise UnsupportedByModel(
+                f"token id {token} is outside the vocabulary (0..{n_vocab - 1})"
+            )
+    return list(tokens)

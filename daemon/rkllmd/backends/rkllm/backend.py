@@ -10,9 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ...errors import ContextLengthExceeded, GenerationFailed
+from ...errors import ContextLengthExceeded, GenerationFailed, UnsupportedByModel
 from ...props import ModelProps
-from ...requests import BackendDefaults, GenerateRequest, LoadOptions, Usage
+from ...requests import BackendDefaults, EmbedItem, GenerateRequest, LoadOptions, Usage
 from ..base import EmbedResult, EmitText, GenerateResult
 from . import abi as c
 from .kvcache import KvTracker
@@ -139,6 +139,8 @@ class RkllmBackend:
         return GenerateResult(reason, usage, perf=sink.perf)
 
     def _prompt(self, model: LoadedModel, request: GenerateRequest) -> bytes:
+        if request.prompt_tokens is not None:
+            raise UnsupportedByModel("prompts given as token ids are not supported on the NPU")
         if request.prompt is not None:
             return request.prompt.encode()
         text = model.chat_format.render(request.messages, request.tools, request.enable_thinking)
@@ -191,15 +193,19 @@ class RkllmBackend:
 
     # --- embed -------------------------------------------------------------------------
 
-    def embed(self, texts: list[str]) -> EmbedResult:
+    def embed(self, texts: list[EmbedItem]) -> EmbedResult:
         model = self._require()
+        if not all(isinstance(text, str) for text in texts):
+            raise UnsupportedByModel(
+                "embedding inputs given as token ids are not supported on the NPU"
+            )
         self._kv.invalidate()
         vectors: list[list[float]] = []
         tokens = 0
         for text in texts:
             model.native.clear_kv_cache()
             sink = HiddenSink()
-            rk_input = model.make_input(text.encode(), None)
+            rk_input = model.make_input(str(text).encode(), None)
             infer = model.make_infer(c.INFER_GET_LAST_HIDDEN_LAYER, None, 1, keep_history=0)
             rc = model.native.run(rk_input, infer, sink)
             if rc != 0 or sink.failed or sink.vector is None:

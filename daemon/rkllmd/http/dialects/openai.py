@@ -9,6 +9,7 @@ errors travel in-band as a final SSE event followed by ``[DONE]``.
 from __future__ import annotations
 
 import base64
+import math
 import struct
 import time
 import uuid
@@ -16,82 +17,138 @@ from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import Field, StrictBool, field_validator
+from pydantic import Field, StrictBool
 
+from ... import errors as e
+from ... import structured
 from ...chat.parse import Delta
 from ...chat.turn import ChatReply, generate_request
-from ...requests import GenerateRequest, TokenLogprob, Usage
+from ...requests import EmbedItem, GenerateRequest, TokenLogprob, Usage
+from ...structured import Constraint, JsonReply
 from ...wire import NUMBER, EmbedInput, to_sampling
 from ..cards import CARD_CACHE, model_card, wanted_type
 from ..edge import may_load_models, read_body
 from ..routing import Route
-from ..schemas import Body, ChatMessageIn, ModelName, NotSupported, Sampling
-from ..services import services
+from ..schemas import Body, ChatMessageIn, ModelName, Sampling, refuse_images
+from ..services import Services, services
 from ..sse import EventStream
-from ..streaming import Run, generation, model_to_use, streamed
+from ..streaming import Run, model_to_use, streamed
+from ..structured import reply_run
 from .openai_logprobs import LegacyLogprobs, chat_logprobs
 
 # --- request bodies ----------------------------------------------------------------
 
+TokenIds = Annotated[list[Annotated[int, Field(ge=0, le=2**31 - 1)]], Field(min_length=1)]
+JsonObject = dict[str, Any]
 
-class ChatCompletionRequest(Sampling):
+
+class StructuredFields(Sampling):
+    """How the reply must look: OpenAI's ``response_format``, or TabbyAPI's
+    ``json_schema`` (a bare schema, the same as a json_schema response_format)."""
+
+    response_format: JsonObject | None = None
+    json_schema: JsonObject | None = None
+
+    def reply_format(self) -> JsonReply | None:
+        if self.json_schema is not None:
+            return structured.json_schema_reply(self.json_schema, "json_schema")
+        return structured.response_format(self.response_format)
+
+
+class ChatCompletionRequest(StructuredFields):
     model: ModelName | None = None
     messages: Annotated[list[ChatMessageIn], Field(min_length=1, max_length=4096)]
     logprobs: StrictBool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20), NUMBER] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1, le=1_048_576), NUMBER] | None = None
-    tools: Annotated[list[dict[str, Any]], Field(max_length=128)] | None = None
-    tool_choice: Any = None
+    tools: Annotated[list[JsonObject], Field(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: StrictBool | None = None
     enable_thinking: StrictBool | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
-
-    @field_validator("response_format")
-    @classmethod
-    def _plain_text(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and value.get("type", "text") != "text":
-            raise ValueError("only response_format type 'text' is supported")
-        return value
+    chat_template_kwargs: JsonObject | None = None
 
 
-class CompletionRequest(Sampling):
+class CompletionRequest(StructuredFields):
     model: ModelName | None = None
     prompt: (
         Annotated[str, Field(max_length=4_194_304)]
         | Annotated[list[str], Field(min_length=1, max_length=1)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1, max_length=1)]
     )
-    echo: NotSupported = False
-    suffix: None = Field(None, description="not supported")
+    echo: StrictBool | None = None
+    suffix: Annotated[str, Field(max_length=4_194_304)] | None = None
     logprobs: Annotated[int, Field(ge=0, le=20), NUMBER] | None = None
 
-    def text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+    def text(self) -> str | None:
+        prompt = self.prompt[0] if _is_batch(self.prompt) else self.prompt
+        return prompt if isinstance(prompt, str) else None
+
+    def token_ids(self) -> tuple[int, ...] | None:
+        prompt = self.prompt[0] if _is_batch(self.prompt) else self.prompt
+        return tuple(prompt) if isinstance(prompt, list) else None  # type: ignore[arg-type]
+
+
+def _is_batch(prompt: Any) -> bool:
+    return isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], str | list)
 
 
 class EmbeddingRequest(Body):
     model: ModelName | None = None
-    input: EmbedInput
-    encoding_format: Literal["float", "base64"] = "float"
+    input: EmbedInput | TokenIds | Annotated[list[TokenIds], Field(min_length=1, max_length=256)]
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: Annotated[int, Field(ge=1, le=65_536), NUMBER] | None = None
+
+    def items(self) -> list[EmbedItem]:
+        value = self.input
+        if isinstance(value, str):
+            return [value]
+        items: list[EmbedItem] = []
+        for part in value:
+            if isinstance(part, int):
+                return [tuple(v for v in value if isinstance(v, int))]  # one token-id list
+            items.append(part if isinstance(part, str) else tuple(part))
+        return items
 
 
 # --- requests and answers ----------------------------------------------------------
 
 
-def chat_request(body: ChatCompletionRequest, default_max: int) -> GenerateRequest:
-    thinking = body.enable_thinking
-    if thinking is None and body.chat_template_kwargs:
-        flag = body.chat_template_kwargs.get("enable_thinking")
-        thinking = flag if isinstance(flag, bool) else None
-    turn = generate_request(
-        body,
-        body.messages,
-        tools=body.tools,
-        max_tokens=body.max_completion_tokens or body.max_tokens,
-        default_max=default_max,
-        enable_thinking=thinking,
-    )
-    top = (body.top_logprobs or 0) if body.logprobs else None
-    return replace(turn, n=body.n, logprobs=top)
+class ChatTurn:
+    """A chat body as the manager runs it: the request, the reply's constraint
+    (a forced tool call wins over a response format) and the tool selection."""
+
+    def __init__(self, body: ChatCompletionRequest, default_max: int) -> None:
+        self.tools = structured.tool_choice(body.tools, body.tool_choice, body.parallel_tool_calls)
+        thinking = body.enable_thinking
+        if thinking is None and body.chat_template_kwargs:
+            flag = body.chat_template_kwargs.get("enable_thinking")
+            thinking = flag if isinstance(flag, bool) else None
+        self.request = generate_request(
+            body,
+            body.messages,
+            tools=list(self.tools.tools),
+            max_tokens=body.max_completion_tokens or body.max_tokens,
+            default_max=default_max,
+            enable_thinking=thinking,
+        )
+        top = (body.top_logprobs or 0) if body.logprobs else None
+        self.request = replace(self.request, n=body.choices, logprobs=top)
+        self.constraint: Constraint | None = self.tools.constraint or body.reply_format()
+        if self.constraint is not None and body.choices > 1:
+            raise e.InvalidParams("a structured reply is given once: n must be 1", param="n")
+
+    def replies(self, svc: Services) -> list[ChatReply]:
+        """One per choice."""
+        props = svc.manager.resident_props()
+        return [
+            ChatReply(
+                tools=bool(self.tools.tools),
+                starts_in_reasoning=bool(props and props.reasoning_starts_open),
+                single_call=self.tools.single,
+            )
+            for _ in range(self.request.n)
+        ]
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:
@@ -148,26 +205,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     config = svc.config.current
     body = await read_body(request, ChatCompletionRequest, config.http)
-    generate = chat_request(body, config.generation.default_max_tokens)
+    refuse_images(body.messages, config.vision, body.model)
+    turn = ChatTurn(body, config.generation.default_max_tokens)
+    stream = bool(body.stream)
     model = model_to_use(request, body.model)
-    async with generation(
-        svc.manager,
-        config.http,
-        generate,
-        model,
-        may_load=may_load_models(request, config.http),
+    may_load = may_load_models(request, config.http)
+    async with reply_run(
+        svc, turn.request, model, turn.constraint, stream=stream, may_load=may_load
     ) as run:
-        props = svc.manager.resident_props()
-        opens = bool(props and props.reasoning_starts_open)
-        replies = [
-            ChatReply(tools=bool(body.tools), starts_in_reasoning=opens) for _ in range(body.n)
-        ]
-        if not body.stream:
-            return await _chat_whole(run, replies, generate.logprobs is not None)
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        replies = turn.replies(svc)
+        if not stream:
+            return await _chat_whole(run, replies, turn.request.logprobs is not None)
         answer = Answer("chatcmpl-", "chat.completion.chunk", run.model_id)
         return await streamed(
-            request, lambda stream: _chat_chunks(stream, answer, run, replies, include_usage)
+            request, lambda events: _chat_chunks(events, answer, run, replies, body.include_usage)
         )
 
 
@@ -220,37 +271,54 @@ async def _chat_whole(run: Run, replies: list[ChatReply], logprobs: bool) -> web
     return web.json_response(answer.body(choices=choices, usage=usage, **timings(run)))
 
 
+def completion_request(body: CompletionRequest, default_max: int) -> GenerateRequest:
+    sampling = to_sampling(body, body.max_tokens, default_max)
+    tokens = body.token_ids()
+    if tokens is not None and (body.echo or body.suffix is not None):
+        which = "echo" if body.echo else "suffix"
+        raise e.InvalidParams(f"{which} needs the prompt as text, not token ids", param=which)
+    return GenerateRequest(
+        prompt=body.text(),
+        prompt_tokens=tokens,
+        suffix=body.suffix,
+        sampling=sampling,
+        n=body.choices,
+        logprobs=body.logprobs,
+    )
+
+
 async def completions(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     config = svc.config.current
     body = await read_body(request, CompletionRequest, config.http)
-    sampling = to_sampling(body, body.max_tokens, config.generation.default_max_tokens)
-    generate = GenerateRequest(
-        prompt=body.text(), sampling=sampling, n=body.n, logprobs=body.logprobs
-    )
+    generate = completion_request(body, config.generation.default_max_tokens)
+    constraint = body.reply_format()
+    if constraint is not None and body.choices > 1:
+        raise e.InvalidParams("a structured reply is given once: n must be 1", param="n")
+    echoed = (body.text() or "") if body.echo else ""
     model = model_to_use(request, body.model)
-    async with generation(
-        svc.manager,
-        config.http,
-        generate,
-        model,
-        may_load=may_load_models(request, config.http),
+    may_load = may_load_models(request, config.http)
+    async with reply_run(
+        svc, generate, model, constraint, stream=bool(body.stream), may_load=may_load
     ) as run:
         answer = Answer("cmpl-", "text_completion", run.model_id)
         if not body.stream:
-            return await _completion_whole(answer, run, body)
+            return await _completion_whole(answer, run, body, echoed)
 
         async def send_all(stream: EventStream) -> None:
-            legacy = [LegacyLogprobs() for _ in range(body.n)]
+            legacy = [LegacyLogprobs() for _ in range(body.choices)]
+            if echoed:
+                for index in range(body.choices):
+                    await stream.send(_piece(answer, echoed, None, index, None))
             async for token in run.tokens():
                 logprobs = None
                 if token.logprobs is not None:
                     logprobs = legacy[token.index].render(token.logprobs)
                 await stream.send(_piece(answer, token.text, None, token.index, logprobs))
-            for index in range(body.n):
+            for index in range(body.choices):
                 last = _piece(answer, "", run.finish_of(index), index, None)
-                await stream.send({**last, **timings(run)} if index == body.n - 1 else last)
-            if body.stream_options and body.stream_options.include_usage:
+                await stream.send({**last, **timings(run)} if index == body.choices - 1 else last)
+            if body.include_usage:
                 await stream.send(answer.body(choices=[], usage=usage_body(run.done.usage)))
 
         return await streamed(request, send_all)
@@ -263,9 +331,11 @@ def _piece(
     return answer.body(choices=[choice])
 
 
-async def _completion_whole(answer: Answer, run: Run, body: CompletionRequest) -> web.Response:
-    texts: list[list[str]] = [[] for _ in range(body.n)]
-    entries: list[list[TokenLogprob]] = [[] for _ in range(body.n)]
+async def _completion_whole(
+    answer: Answer, run: Run, body: CompletionRequest, echoed: str
+) -> web.Response:
+    texts: list[list[str]] = [[echoed] for _ in range(body.choices)]
+    entries: list[list[TokenLogprob]] = [[] for _ in range(body.choices)]
     async for token in run.tokens():
         texts[token.index].append(token.text)
         entries[token.index].extend(token.logprobs or ())
@@ -276,7 +346,7 @@ async def _completion_whole(answer: Answer, run: Run, body: CompletionRequest) -
             "logprobs": None if body.logprobs is None else LegacyLogprobs().render(entries[i]),
             "finish_reason": run.finish_of(i),
         }
-        for i in range(body.n)
+        for i in range(body.choices)
     ]
     usage = usage_body(run.done.usage)
     return web.json_response(answer.body(choices=choices, usage=usage, **timings(run)))
@@ -286,13 +356,19 @@ async def embeddings(request: web.Request) -> web.Response:
     svc = services(request)
     http = svc.config.current.http
     body = await read_body(request, EmbeddingRequest, http)
-    texts = [body.input] if isinstance(body.input, str) else list(body.input)
     result = await svc.manager.embed(
-        texts, model_to_use(request, body.model), may_load=may_load_models(request, http)
+        body.items(),
+        model_to_use(request, body.model),
+        may_load=may_load_models(request, http),
     )
+    vectors = result.vectors
+    if body.dimensions is not None:
+        meta = svc.registry.resolve(result.model_id).meta
+        vectors = [shortened(v, body.dimensions, meta.matryoshka) for v in vectors]
+    encoding = body.encoding_format or "float"
     data = [
-        {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
-        for i, v in enumerate(result.vectors)
+        {"object": "embedding", "index": i, "embedding": _encode(v, encoding)}
+        for i, v in enumerate(vectors)
     ]
     tokens = result.prompt_tokens
     return web.json_response(
@@ -303,6 +379,23 @@ async def embeddings(request: web.Request) -> web.Response:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
     )
+
+
+def shortened(vector: list[float], size: int, matryoshka: bool) -> list[float]:
+    """The first ``size`` dimensions, renormalised: meaningful only for models trained
+    for it (Matryoshka representation learning), which their metadata declares."""
+    native = len(vector)
+    if size == native:
+        return vector
+    if not matryoshka or size > native:
+        trained = "" if matryoshka else " and the model's metadata declares no Matryoshka training"
+        raise e.UnsupportedByModel(
+            f"dimensions must be {native} (the model's embedding size){trained}",
+            param="dimensions",
+        )
+    head = vector[:size]
+    norm = math.sqrt(sum(v * v for v in head)) or 1.0
+    return [v / norm for v in head]
 
 
 def _encode(vector: list[float], encoding: str) -> list[float] | str:
