@@ -38,6 +38,15 @@ def openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
                     },
                 }
             ]
+        if "{response_id}" in path:
+            op["parameters"] = [
+                {
+                    "name": "response_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                }
+            ]
         paths.setdefault(path, {})[route.method.lower()] = op
     paths["/openapi.json"] = {"get": {"summary": "This document", "responses": _responses()}}
     paths["/docs"] = {"get": {"summary": "Human-readable API reference", "responses": _responses()}}

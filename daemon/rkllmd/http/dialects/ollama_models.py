@@ -41,7 +41,8 @@ NEVER = "9999-12-31T23:59:59Z"
 
 Name = ModelName
 HUB_NAME_PATTERN = (
-    r"^(?:hf\.co|huggingface\.co)/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(?::[A-Za-z0-9_.-]{1,64})?$"
+    r"^(?:hf\.co|huggingface\.co)/[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+    r"/[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?(?::[A-Za-z0-9_.-]{1,64})?$"
 )
 
 

@@ -33,14 +33,63 @@ from ..structured import reply_run
 
 Item = dict[str, Any]
 
+_ID = {"type": "string", "minLength": 1, "maxLength": 256}
+_TEXT_PART = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": {"enum": ["input_text", "output_text", "text"]},
+        "text": {"type": "string"},
+    },
+}
+# What /openapi.json says an input item is (the handler dispatches on "type" itself, to
+# name the item a problem is in): a message, a function call, its output, reasoning.
+INPUT_ITEM_SCHEMA = {
+    "anyOf": [
+        {
+            "type": "object",
+            "required": ["role", "content"],
+            "properties": {
+                "type": {"const": "message"},
+                "role": {"enum": ["system", "developer", "user", "assistant"]},
+                "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}]},
+            },
+        },
+        {
+            "type": "object",
+            "required": ["type", "call_id", "name", "arguments"],
+            "properties": {
+                "type": {"const": "function_call"},
+                "call_id": _ID,
+                "name": _ID,
+                "arguments": {"type": "string"},
+            },
+        },
+        {
+            "type": "object",
+            "required": ["type", "call_id", "output"],
+            "properties": {
+                "type": {"const": "function_call_output"},
+                "call_id": _ID,
+                "output": {"type": "string"},
+            },
+        },
+        {"type": "object", "required": ["type"], "properties": {"type": {"const": "reasoning"}}},
+    ]
+}
+
 
 class ResponsesRequest(Body, SamplingFields):
     model: ModelName | None = None
     input: (
-        Annotated[str, Field(max_length=4_194_304)] | Annotated[list[Item], Field(max_length=4096)]
+        Annotated[str, Field(max_length=4_194_304)]
+        | Annotated[
+            list[Item],
+            Field(max_length=4096, json_schema_extra={"items": INPUT_ITEM_SCHEMA}),
+        ]
     )
     instructions: Annotated[str, Field(max_length=4_194_304)] | None = None
-    tools: Annotated[list[Item], Field(max_length=128)] | None = None
+    tools: Annotated[list[FunctionTool], Field(max_length=128)] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     parallel_tool_calls: StrictBool | None = None
     max_output_tokens: Annotated[int, Field(ge=1, le=1_048_576), NUMBER] | None = None
@@ -50,6 +99,21 @@ class ResponsesRequest(Body, SamplingFields):
     stream: StrictBool | None = None
     metadata: dict[str, Any] | None = None
     reasoning: Item | None = None
+
+
+class FunctionTool(Body):
+    """A function tool (the only kind served: hosted tools are refused by the schema)."""
+
+    type: Literal["function"]
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    description: Annotated[str, Field(max_length=65_536)] | None = None
+    parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
+
+
+class InputMessage(ChatMessageIn):
+    type: Literal["message"] | None = None
+    role: Literal["system", "developer", "user", "assistant"]
 
 
 class FunctionCallItem(Body):
@@ -87,7 +151,7 @@ def input_messages(body: ResponsesRequest) -> tuple[list[ChatMessage], list[Chat
         where = f"input[{index}]"
         kind = item.get("type", "message") if isinstance(item, dict) else None
         if kind == "message":
-            message = _parsed(ChatMessageIn, item, where)
+            message = _parsed(InputMessage, item, where)
             received.append(message)
             turns.append(to_message(message))
         elif kind == "function_call":
@@ -114,18 +178,19 @@ def _parts_text(parts: list[Item]) -> str:
     return "".join(str(p.get("text") or "") for p in parts if isinstance(p, dict))
 
 
-def chat_tools(tools: list[Item] | None) -> list[Item] | None:
+def chat_tools(tools: list[FunctionTool] | None) -> list[Item] | None:
     """Responses' flat function tools in chat's nested shape."""
     if tools is None:
         return None
-    nested = []
-    for index, tool in enumerate(tools):
-        if tool.get("type") != "function":
-            where = f"tools[{index}]"
-            raise e.InvalidParams(f"{where}: only function tools are supported", param=where)
-        function = {k: v for k, v in tool.items() if k in ("name", "description", "parameters")}
-        nested.append({"type": "function", "function": function})
-    return nested
+    return [
+        {
+            "type": "function",
+            "function": tool.model_dump(
+                include={"name", "description", "parameters"}, exclude_none=True
+            ),
+        }
+        for tool in tools
+    ]
 
 
 class Turn:
@@ -223,7 +288,7 @@ class Answer:
             "temperature": body.temperature,
             "top_p": body.top_p,
             "tool_choice": body.tool_choice or "auto",
-            "tools": body.tools or [],
+            "tools": [t.model_dump(exclude_none=True) for t in body.tools or []],
             "text": {"format": fmt},
             "metadata": body.metadata or {},
             "store": body.store is not False,
