@@ -71,6 +71,9 @@ def _refused_by_state(response: Any) -> bool:
         error.get("code") in STATE_CODES
         or (error.get("code") == "load_failed" and limit)
         or (error.get("code") == "invalid_params" and error.get("param") in CROSS_FIELD)
+        # logit_bias keys must be token ids: the generator does not honour the schema's
+        # propertyNames pattern and sends any key.
+        or str(error.get("param") or "").startswith("logit_bias.")
     )
 
 

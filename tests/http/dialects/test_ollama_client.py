@@ -102,7 +102,7 @@ def test_chat_format_schema(client: ollama.Client) -> None:
         model="smollm2",
         messages=[{"role": "user", "content": "Name a big city and its population."}],
         format=schema,
-        options={"num_predict": 120},
+        options={"num_predict": 300, "temperature": 0},
     )
     jsonschema.validate(json.loads(reply.message.content or ""), schema)
     plain = client.chat(

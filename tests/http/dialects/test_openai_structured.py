@@ -93,7 +93,11 @@ def test_json_schema_strict_reply_is_valid_and_streams(api: openai.OpenAI) -> No
         "json_schema": {"name": "person", "schema": PERSON, "strict": True},
     }
     whole = api.chat.completions.create(
-        model="smollm2", messages=ask("Invent a person."), response_format=fmt, max_tokens=200
+        model="smollm2",
+        messages=ask("Invent a person."),
+        response_format=fmt,
+        max_tokens=300,
+        temperature=0,
     )
     assert whole.choices[0].finish_reason == "stop"
     jsonschema.validate(json.loads(whole.choices[0].message.content or ""), PERSON)
@@ -102,7 +106,8 @@ def test_json_schema_strict_reply_is_valid_and_streams(api: openai.OpenAI) -> No
             model="smollm2",
             messages=ask("Invent another person."),
             response_format=fmt,
-            max_tokens=200,
+            max_tokens=300,
+            temperature=0,
             stream=True,
         )
     )
@@ -137,7 +142,8 @@ def test_named_tool_choice_forces_that_call(api: openai.OpenAI) -> None:
         messages=ask("Hello there!"),  # nothing here asks for the weather
         tools=[WEATHER, TIME],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
-        max_tokens=120,
+        max_tokens=200,
+        temperature=0,
     )
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -155,7 +161,8 @@ def test_required_tool_choice_streams_a_call(api: openai.OpenAI) -> None:
             tools=[WEATHER, TIME],
             tool_choice="required",
             parallel_tool_calls=False,
-            max_tokens=120,
+            max_tokens=200,
+            temperature=0,  # a sampled argument may run long; greedy ends in a call
             stream=True,
         )
     )

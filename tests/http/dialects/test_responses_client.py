@@ -129,6 +129,7 @@ def test_streamed_function_call_events(api: openai.OpenAI) -> None:
             input="Weather in Rome?",
             tools=[WEATHER],
             tool_choice="required",
+            temperature=0,
             stream=True,
         )
     )

@@ -55,13 +55,27 @@ class StructuredFields(Sampling):
         return structured.response_format(self.response_format)
 
 
+class FunctionSpec(Body):
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    description: Annotated[str, Field(max_length=65_536)] | None = None
+    parameters: JsonObject | None = None
+    strict: StrictBool | None = None
+
+
+class ChatTool(Body):
+    """A function tool, as chat templates and tool_choice take it."""
+
+    type: Literal["function"]
+    function: FunctionSpec
+
+
 class ChatCompletionRequest(StructuredFields):
     model: ModelName | None = None
     messages: Annotated[list[ChatMessageIn], Field(min_length=1, max_length=4096)]
     logprobs: StrictBool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20), NUMBER] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1, le=1_048_576), NUMBER] | None = None
-    tools: Annotated[list[JsonObject], Field(max_length=128)] | None = None
+    tools: Annotated[list[ChatTool], Field(max_length=128)] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     parallel_tool_calls: StrictBool | None = None
     enable_thinking: StrictBool | None = None
@@ -119,7 +133,8 @@ class ChatTurn:
     (a forced tool call wins over a response format) and the tool selection."""
 
     def __init__(self, body: ChatCompletionRequest, default_max: int) -> None:
-        self.tools = structured.tool_choice(body.tools, body.tool_choice, body.parallel_tool_calls)
+        tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
+        self.tools = structured.tool_choice(tools, body.tool_choice, body.parallel_tool_calls)
         thinking = body.enable_thinking
         if thinking is None and body.chat_template_kwargs:
             flag = body.chat_template_kwargs.get("enable_thinking")
