@@ -30,12 +30,12 @@ def test_both_skins_build_the_same_request() -> None:
         generate_request(
             body,
             body.messages,
-            tools=body.tools,
+            tools=tools,
             max_tokens=7,
             default_max=99,
             enable_thinking=False,
         )
-        for body in (rpc, http)
+        for body, tools in ((rpc, rpc.tools), (http, http.tool_specs()))
     ]
     assert built[0] == built[1]
     request = built[0]

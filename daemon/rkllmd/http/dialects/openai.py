@@ -81,6 +81,10 @@ class ChatCompletionRequest(StructuredFields):
     enable_thinking: StrictBool | None = None
     chat_template_kwargs: JsonObject | None = None
 
+    def tool_specs(self) -> list[JsonObject] | None:
+        """The tools as chat templates take them (plain JSON)."""
+        return [t.model_dump(exclude_none=True) for t in self.tools] if self.tools else None
+
 
 class CompletionRequest(StructuredFields):
     model: ModelName | None = None
@@ -133,8 +137,9 @@ class ChatTurn:
     (a forced tool call wins over a response format) and the tool selection."""
 
     def __init__(self, body: ChatCompletionRequest, default_max: int) -> None:
-        tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
-        self.tools = structured.tool_choice(tools, body.tool_choice, body.parallel_tool_calls)
+        self.tools = structured.tool_choice(
+            body.tool_specs(), body.tool_choice, body.parallel_tool_calls
+        )
         thinking = body.enable_thinking
         if thinking is None and body.chat_template_kwargs:
             flag = body.chat_template_kwargs.get("enable_thinking")
