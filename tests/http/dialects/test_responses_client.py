@@ -157,8 +157,10 @@ def test_text_format_json_schema_with_the_async_client(shared_daemon: DaemonProc
                 text={
                     "format": {"type": "json_schema", "name": "a", "schema": schema, "strict": True}
                 },
-                max_output_tokens=120,
+                max_output_tokens=300,
+                temperature=0,  # a sampled string may run to the limit
             )
+            assert response.status == "completed"
             return response.output_text
 
     jsonschema.validate(json.loads(asyncio.run(main())), schema)
