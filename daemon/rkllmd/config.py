@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -19,12 +18,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ConfigError
+from .safefs import UnsafeEntry, read_file
+from .untrusted import TooDeep, load_toml
 
 DEFAULT_CONFIG_FILE = Path("/etc/rkllmd/rkllmd.toml")
 DEFAULT_MODELS_DIR = Path("/var/lib/rkllmd/models")
 DEFAULT_TEMPLATES_DIR = Path("/etc/rkllmd/templates")
 SYSTEM_SOCKET = Path("/run/rkllmd/control.sock")
 ENV_PREFIX = "RKLLMD_"
+MAX_CONFIG_BYTES = 1024 * 1024
 HF_ENDPOINT = "HF_ENDPOINT"
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -168,7 +170,9 @@ class HubSection(_Section):
     endpoint: str = "https://huggingface.co"
     token: SecretStr | None = None
     token_file: Path | None = None  # must be readable by the daemon's user only
-    timeout_seconds: float = Field(10.0, gt=0, le=300)  # metadata requests
+    timeout_seconds: float = Field(10.0, gt=0, le=300)  # connecting, and every read
+    # A transfer receiving less than 64 KiB in this many seconds is stalled (retried).
+    stall_seconds: float = Field(30.0, ge=1, le=3600)
     retries: int = Field(5, ge=0, le=100)  # per file, with exponential backoff
     min_free_bytes: int = Field(256 * 1024 * 1024, ge=0)  # kept free after a pull
     keep_partial_hours: float = Field(168.0, ge=0)  # resumable staging older: removed
@@ -185,8 +189,17 @@ class HubSection(_Section):
     def _check_endpoint(cls, value: str) -> str:
         scheme, sep, rest = value.partition("://")
         if scheme not in ("http", "https") or not sep or not rest.strip("/"):
-            raise ValueError(f"endpoint must be an http(s) URL, got {value!r}")
+            raise ValueError(f"endpoint must be an http(s) URL, got {redact_url(value)!r}")
         return value.rstrip("/")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the password (or token) of a ``user:password@`` part."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not sep or "@" not in authority:
+        return url
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
 
 
 class Config(_Section):
@@ -297,14 +310,27 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
+    """The file's TOML; every way it can be wrong is a ConfigError (exit 2, or a failed
+    reload that keeps the running configuration), never a traceback."""
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        raw = read_file(path, MAX_CONFIG_BYTES, follow=True, devices=True)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except PermissionError:
         raise ConfigError(f"config file {path} is not readable") from None
-    except tomllib.TOMLDecodeError as exc:
+    except UnsafeEntry:
+        raise ConfigError(f"config file {path} is not a regular file") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror})") from None
+    except ValueError:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes") from None
+    try:
+        return load_toml(raw)
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except TooDeep as exc:
+        raise ConfigError(f"config file {path} is {exc}") from None
+    except ValueError as exc:  # tomllib.TOMLDecodeError
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 

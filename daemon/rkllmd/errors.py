@@ -236,6 +236,12 @@ class InsufficientStorage(PullFailed):
     code = "insufficient_storage"
 
 
+class StorageError(RkllmdError):
+    """The models directory cannot be changed: read-only, permission, name too long."""
+
+    code = "storage_error"
+
+
 class AlreadyRunning(RkllmdError):
     """Another daemon answers on the control socket; never steal it."""
 

@@ -289,6 +289,12 @@ else
 fi
 
 # ---------------------------------------------------------------- models
+mode=$(c stat -c '%a %U %G' /var/lib/rkllmd/models)
+if [ "$mode" = "3770 rkllm rkllm" ]; then
+    pass "models dir setgid and sticky: $mode"
+else
+    fail "models dir mode" "$mode (want 3770 rkllm rkllm)"
+fi
 # listed: seconds until `rkllmctl ls` shows $1, within $2 s; empty when it never did.
 listed() {
     local t0 started
@@ -299,6 +305,12 @@ listed() {
     done
 }
 c cp "/var/tmp/rkpkg/$MODEL_FILE" "/var/lib/rkllmd/models/$MODEL_FILE"
+if as alice mv "/var/lib/rkllmd/models/$MODEL_FILE" /var/lib/rkllmd/models/moved.gguf 2>/dev/null; then
+    fail "sticky models dir" "alice (rkllm) could rename a file she does not own"
+    c mv /var/lib/rkllmd/models/moved.gguf "/var/lib/rkllmd/models/$MODEL_FILE"
+else
+    pass "sticky models dir: alice (rkllm) cannot rename another user's model"
+fi
 limit=$(deadline 2)
 seen=$(listed "$MODEL_ID" $((limit + 3)))
 if [ -n "$seen" ] && awk -v s="$seen" -v m="$limit" 'BEGIN{exit !(s <= m)}'; then

@@ -41,6 +41,9 @@ class Fault:
     on_get: Callable[[], None] | None = None
     short_by: int = 0  # a whole response (Content-Length too) this many bytes short ...
     shorts: int = 1  # ... this many times
+    trickle: float | None = None  # one byte, then this many seconds of silence, forever
+    oversize: int = 0  # this many bytes past the listed size (Content-Length says so) ...
+    chunked: bool = False  # ... or no Content-Length at all (chunked encoding)
 
 
 @dataclass
@@ -241,15 +244,39 @@ class HubStub:
         if fault.short_by and fault.shorts > 0:
             fault.shorts -= 1
             end -= fault.short_by
-        headers["Content-Length"] = str(max(end - start, 0))
+        if not fault.chunked:
+            headers["Content-Length"] = str(max(end - start, 0) + fault.oversize)
         response = web.StreamResponse(status=status, headers=headers)
+        if fault.chunked:
+            response.enable_chunked_encoding()
         await response.prepare(request)
         with contextlib.suppress(ConnectionError):  # the client went away: fine
-            if end < f.size:
+            if fault.trickle is not None:
+                await self._trickle(response, f, start, fault.trickle)
+            elif fault.oversize:
+                await self._oversize(response, f, start, fault.oversize)
+            elif end < f.size:
                 await self._short_body(response, f, start, end)
             else:
                 await self._body(request, response, f, fault, start)
         return response
+
+    @staticmethod
+    async def _trickle(response: web.StreamResponse, f: HubFile, start: int, pause: float) -> None:
+        """A byte at a time with long pauses: the connection never times out."""
+        for chunk in f.chunks(start):
+            for i in range(len(chunk)):
+                await response.write(chunk[i : i + 1])
+                await asyncio.sleep(pause)
+
+    @staticmethod
+    async def _oversize(response: web.StreamResponse, f: HubFile, start: int, extra: int) -> None:
+        """The file, then ``extra`` more bytes than its listing says."""
+        for chunk in f.chunks(start):
+            await response.write(chunk)
+        for _ in range(0, extra, CHUNK):
+            await response.write(b"\0" * min(CHUNK, extra))
+        await response.write_eof()
 
     @staticmethod
     async def _short_body(response: web.StreamResponse, f: HubFile, start: int, end: int) -> None:

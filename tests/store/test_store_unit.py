@@ -9,10 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from rkllmd.catalog.manifest import Manifest, ModelRecord, is_safe_relpath, write_manifest
+from rkllmd.catalog import manifest as manifests
+from rkllmd.catalog.manifest import Manifest, ModelRecord, is_safe_relpath
 from rkllmd.catalog.registry import ModelRegistry
 from rkllmd.config import HubSection
 from rkllmd.errors import AmbiguousModel, ChooseModelFile, HubUnauthorized, InvalidModelName
+from rkllmd.safefs import Folder
 from rkllmd.store.hub import Listing, RepoFile, check_repo_id, read_token
 from rkllmd.store.removal import remove_model
 from rkllmd.store.selection import select
@@ -22,8 +24,13 @@ TECH = ("config.json", "tokenizer.json")
 
 
 def listing(*paths: str) -> Listing:
-    files = tuple(RepoFile(p, 10, None, None) for p in paths)
+    files = tuple(RepoFile(p, 10, None, "0" * 40) for p in paths)
     return Listing("o/r", "main", "a" * 40, files)
+
+
+def write_manifest(repo_dir: Path, manifest: Manifest) -> None:
+    with Folder.open(repo_dir) as folder:
+        manifests.write_manifest(folder, manifest)
 
 
 def paths(files: tuple[RepoFile, ...]) -> list[str]:

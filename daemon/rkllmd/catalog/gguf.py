@@ -13,10 +13,13 @@ backend reports the problem if someone loads it.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from ..safefs import open_regular
 
 MAGIC = b"GGUF"
 _MAX_KEYS = 4096
@@ -106,7 +109,8 @@ class HeaderCache:
 def read_facts(path: Path) -> GgufFacts | None:
     """The header's facts, or None when the file is not a readable GGUF."""
     try:
-        with path.open("rb") as handle:
+        # Never blocks on a FIFO swapped in after the walk's stat, never follows a link.
+        with os.fdopen(open_regular(path), "rb") as handle:
             return _facts(_metadata(handle))
     except (OSError, _Damaged, struct.error, UnicodeDecodeError):
         return None

@@ -12,14 +12,14 @@ Everything here is blocking I/O: call it from a worker thread.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
+
+from ..safefs import Folder
+from ..untrusted import load_json
 
 MANIFEST_NAME = ".rkllmd-pull.json"
 STAGING_DIR = ".staging"
@@ -37,40 +37,18 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-# --- durable writes ----------------------------------------------------------------
+# --- reading and writing JSON in an open folder --------------------------------------
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def read_json(folder: Folder, name: str) -> Any:
+    """A small JSON file of ``folder``: ValueError if too big, too deep or not JSON;
+    OSError if missing or unreadable, a symlink, a FIFO or anything but a regular file."""
+    return load_json(folder.read_bytes(name, MAX_JSON_BYTES))
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write, fsync, rename over ``path``, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    payload = json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    fsync_dir(path.parent)
-
-
-def read_json(path: Path) -> Any:
-    """A small JSON file; ValueError if it is too big or not JSON, OSError if unreadable."""
-    with path.open("rb") as handle:
-        raw = handle.read(MAX_JSON_BYTES + 1)
-    if len(raw) > MAX_JSON_BYTES:
-        raise ValueError(f"{path.name} is larger than {MAX_JSON_BYTES} bytes")
-    return json.loads(raw)
+def write_json(folder: Folder, name: str, data: Any) -> None:
+    """Durably: a temporary file, fsynced, renamed over ``name``, the folder fsynced."""
+    folder.write_atomic(name, json.dumps(data, indent=1, sort_keys=True).encode() + b"\n")
 
 
 # --- the manifest ------------------------------------------------------------------
@@ -189,13 +167,12 @@ def is_safe_relpath(path: str) -> bool:
     return all(part not in ("", ".", "..") for part in path.split("/"))
 
 
-def read_manifest(repo_dir: Path) -> Manifest | None:
+def read_manifest(repo_dir: Folder) -> Manifest | None:
     """The manifest of a pulled repo folder, None when there is none.
 
     Raises InvalidManifest when it exists but cannot be read or parsed."""
-    path = repo_dir / MANIFEST_NAME
     try:
-        data = read_json(path)
+        data = read_json(repo_dir, MANIFEST_NAME)
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
@@ -203,8 +180,8 @@ def read_manifest(repo_dir: Path) -> Manifest | None:
     return Manifest.from_json(data)
 
 
-def write_manifest(repo_dir: Path, manifest: Manifest) -> None:
-    atomic_write_json(repo_dir / MANIFEST_NAME, manifest.to_json())
+def write_manifest(repo_dir: Folder, manifest: Manifest) -> None:
+    write_json(repo_dir, MANIFEST_NAME, manifest.to_json())
 
 
 def repo_dir_of(relpath: str) -> str | None:

@@ -18,12 +18,14 @@ GGUF headers are cached across scans by file signature (``gguf.HeaderCache``).
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..safefs import Folder
 from .describe import NOTHING, Declared, card
 from .gguf import HeaderCache
 from .manifest import (
@@ -90,49 +92,69 @@ NO_META = ModelMeta()
 
 @dataclass(slots=True)
 class _Scan:
-    """Caches for one registry walk."""
+    """Caches for one registry walk. Every file is read through the models root's
+    descriptor, no component followed if it is a link (see safefs.py)."""
 
-    root: Path
+    root: Folder
     # Problems already logged, owned by the registry across scans: one line per file.
     warned: set[str]
     headers: HeaderCache
     manifests: dict[str, Manifest | None] = field(default_factory=dict)
     invalid: set[str] = field(default_factory=set)
-    json_files: dict[Path, dict[str, Any] | None] = field(default_factory=dict)
+    json_files: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     def manifest(self, repo_rel: str) -> Manifest | None:
         if repo_rel not in self.manifests and repo_rel not in self.invalid:
             try:
-                self.manifests[repo_rel] = read_manifest(self.root / repo_rel)
+                self.manifests[repo_rel] = self._read_manifest(repo_rel)
             except InvalidManifest as exc:
                 self.invalid.add(repo_rel)
                 self.warn_once(f"manifest:{repo_rel}", "ignoring models in %r: %s", repo_rel, exc)
         return self.manifests.get(repo_rel)
 
-    def json_object(self, path: Path) -> dict[str, Any] | None:
-        if path not in self.json_files:
-            self.json_files[path] = self._read_object(path)
-        return self.json_files[path]
+    def _read_manifest(self, repo_rel: str) -> Manifest | None:
+        try:
+            folder = self.root.walk(repo_rel)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # a link on the way, or the folder is unreadable
+            raise InvalidManifest(f"cannot open its folder ({exc.strerror})") from None
+        with folder:
+            return read_manifest(folder)
+
+    def json_object(self, rel: str) -> dict[str, Any] | None:
+        if rel not in self.json_files:
+            self.json_files[rel] = self._read_object(rel)
+        return self.json_files[rel]
 
     def warn_once(self, key: str, message: str, *args: Any) -> None:
         if key not in self.warned:
             self.warned.add(key)
             logger.warning(message, *args)
 
-    def _read_object(self, path: Path) -> dict[str, Any] | None:
+    def _read_object(self, rel: str) -> dict[str, Any] | None:
+        folder_rel, _, name = rel.rpartition("/")
         try:
-            data = read_json(path)
+            with self.root.walk(folder_rel) as folder:
+                data = read_json(folder, name)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
-            self.warn_once(f"json:{path}", "ignoring metadata file %s: %s", path.name, exc)
+        except OSError as exc:  # a symlink, a FIFO, unreadable: never followed or waited on
+            self.warn_once(f"json:{rel}", "ignoring metadata file %r: %s", rel, _reason(exc))
+            return None
+        except ValueError as exc:  # too big, too deep, not JSON
+            self.warn_once(f"json:{rel}", "ignoring metadata file %r: %s", rel, exc)
             return None
         if not isinstance(data, dict):
-            self.warn_once(
-                f"json:{path}", "ignoring metadata file %s: not a JSON object", path.name
-            )
+            self.warn_once(f"json:{rel}", "ignoring metadata file %r: not a JSON object", rel)
             return None
         return data
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "it is a symbolic link"
+    return exc.strerror or "unreadable"
 
 
 # A model file as the walk saw it: relpath -> (real path, size, mtime in ns).
@@ -146,7 +168,11 @@ def collect(
 
     ``warned``: the caller's record of problems already logged (updated here);
     ``headers``: the caller's GGUF header cache (pruned here to the files seen)."""
-    scan = _Scan(root, warned, headers)
+    with Folder.open(root) as folder:
+        return _collect(_Scan(folder, warned, headers), files)
+
+
+def _collect(scan: _Scan, files: dict[str, FileSig]) -> tuple[set[str], dict[str, ModelMeta]]:
     hidden: set[str] = set()
     metas: dict[str, ModelMeta] = {}
     for rel, sig in files.items():
@@ -154,7 +180,7 @@ def collect(
             hidden.add(rel)
             continue
         metas[rel] = _meta_for(scan, rel, sig)
-    headers.retain(set(files.values()))
+    scan.headers.retain(set(files.values()))
     return hidden, metas
 
 
@@ -173,11 +199,13 @@ def _meta_for(scan: _Scan, rel: str, sig: FileSig) -> ModelMeta:
     config = hub = NOTHING
     hub_data: dict[str, Any] = {}
     if folder is not None:  # Hub files never apply to the flat models directory
-        config = _from_config(scan.json_object(scan.root / folder / "config.json"))
-        hub_data = scan.json_object(scan.root / folder / "meta.json") or {}
+        config = _from_config(scan.json_object(f"{folder}/config.json"))
+        hub_data = scan.json_object(f"{folder}/meta.json") or {}
         hub = _declared(hub_data)
     stem = rel.rsplit(".", 1)[0]
-    sidecar_data = scan.json_object(scan.root / f"{stem}{SIDECAR_SUFFIX}") or {}
+    sidecar = f"{stem}{SIDECAR_SUFFIX}"
+    # A sidecar a pull brought is no sidecar: a Hub repo must never name models.
+    sidecar_data = {} if _was_pulled(scan, sidecar) else scan.json_object(sidecar) or {}
     is_gguf = rel.lower().endswith(".gguf")
     described = card(
         stem.rsplit("/", 1)[-1],
@@ -202,6 +230,13 @@ def _meta_for(scan: _Scan, rel: str, sig: FileSig) -> ModelMeta:
         platform=described.platform,
         matryoshka=_matryoshka(sidecar_data) or _matryoshka(hub_data),
     )
+
+
+def _was_pulled(scan: _Scan, rel: str) -> bool:
+    """A file a pull put there (listed in its repo's manifest)."""
+    repo_rel = repo_dir_of(rel)
+    manifest = scan.manifest(repo_rel) if repo_rel else None
+    return manifest is not None and rel[len(str(repo_rel)) + 1 :] in manifest.files
 
 
 def _from_manifest(scan: _Scan, rel: str) -> Source | None:

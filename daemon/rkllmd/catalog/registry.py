@@ -16,7 +16,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -24,6 +24,7 @@ from typing import Literal
 import watchfiles
 
 from ..errors import AmbiguousModel, InvalidModelName, ModelNotFound
+from ..lanes import Lane
 from . import scan
 from .gguf import HeaderCache
 from .metadata import NO_META, ModelMeta
@@ -41,6 +42,7 @@ _MISSING_POLL = 1.0
 _MAX_BACKOFF = 30.0
 _IDS_IN_MESSAGE = 20
 _WORD_BREAKS = "-_./ "
+IDS_IN_DETAILS = 100  # a 404 never carries 100,000 ids (1 MB) in its body
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +72,15 @@ def _strip_ext(name: str) -> str:
 
 
 def _build_entries(
-    files: Iterable[Seen], metas: dict[str, ModelMeta] | None = None
+    files: Iterable[Seen],
+    metas: dict[str, ModelMeta] | None = None,
+    previous: dict[str, ModelEntry] | None = None,
 ) -> tuple[ModelEntry, ...]:
+    """The entries of a walk; an unchanged file keeps its entry object from
+    ``previous`` (by relpath): with 100,000 files, rebuilding them all on every scan
+    fed the garbage collector full collections that held the GIL for seconds."""
     metas = metas or {}
+    previous = previous or {}
     files = list(files)
     stems = Counter(_strip_ext(f.relpath.rsplit("/", 1)[-1]) for f in files)
     ids = {}
@@ -81,19 +89,58 @@ def _build_entries(
         ids[f.relpath] = stem if stems[stem] == 1 else _strip_ext(f.relpath)
     # `d/x.gguf` next to `d/x.rkllm`: without the extension the two would still clash
     clashes = Counter(ids.values())
-    entries = [
-        ModelEntry(
-            id=ids[f.relpath] if clashes[ids[f.relpath]] == 1 else f.relpath,
-            path=Path(f.realpath),
-            relpath=f.relpath,
-            format="gguf" if f.relpath.lower().endswith(".gguf") else "rkllm",
-            size_bytes=f.size,
-            mtime=f.mtime,
-            meta=metas.get(f.relpath, NO_META),
+    entries = []
+    for f in files:
+        model_id = ids[f.relpath] if clashes[ids[f.relpath]] == 1 else f.relpath
+        meta = metas.get(f.relpath, NO_META)
+        old = previous.get(f.relpath)
+        if old is not None and _same(old, f, model_id, meta):
+            entries.append(old)
+            continue
+        entries.append(
+            ModelEntry(
+                id=model_id,
+                path=Path(f.realpath),
+                relpath=f.relpath,
+                format="gguf" if f.relpath.lower().endswith(".gguf") else "rkllm",
+                size_bytes=f.size,
+                mtime=f.mtime,
+                meta=meta,
+            )
         )
-        for f in files
-    ]
     return tuple(sorted(entries, key=lambda e: (e.id, e.relpath)))
+
+
+def _same(entry: ModelEntry, f: Seen, model_id: str, meta: ModelMeta) -> bool:
+    return (
+        entry.id == model_id
+        and entry.size_bytes == f.size
+        and entry.mtime == f.mtime
+        and entry.meta == meta
+        and str(entry.path) == f.realpath
+    )
+
+
+Found = ModelEntry | tuple[ModelEntry, ...]  # one entry, or several under one key
+
+
+def _add(table: dict[str, Found], key: str, entry: ModelEntry) -> None:
+    """No list per key: most keys name one model, and lists are objects the garbage
+    collector must visit (three per model, 300,000 of them for 100,000 files)."""
+    old = table.get(key)
+    if old is None:
+        table[key] = entry
+    elif isinstance(old, tuple):
+        table[key] = (*old, entry)
+    else:
+        table[key] = (old, entry)
+
+
+def _all(table: dict[str, Found], key: str) -> list[ModelEntry]:
+    found = table.get(key)
+    if found is None:
+        return []
+    return list(found) if isinstance(found, tuple) else [found]
 
 
 class _Snapshot:
@@ -102,17 +149,19 @@ class _Snapshot:
     def __init__(self, entries: tuple[ModelEntry, ...]) -> None:
         self.entries = entries
         self.by_id = {e.id: e for e in entries}
+        self.by_relpath = {e.relpath: e for e in entries}
         self.by_path: dict[str, ModelEntry] = {}  # relpath with and without extension
-        self.by_file: dict[str, list[ModelEntry]] = {}  # file name, with and without extension
-        self.by_fold: dict[str, list[ModelEntry]] = {}  # casefolded id
-        self.by_alias: dict[str, list[ModelEntry]] = {}  # casefolded alias from metadata
+        self.by_file: dict[str, Found] = {}  # file name, with and without extension
+        self.by_fold: dict[str, Found] = {}  # casefolded id
+        self.by_alias: dict[str, Found] = {}  # casefolded alias from metadata
         for e in entries:
             for alias in e.meta.aliases:
-                self.by_alias.setdefault(alias.casefold(), []).append(e)
+                _add(self.by_alias, alias.casefold(), e)
             name = e.relpath.rsplit("/", 1)[-1]
-            self.by_file.setdefault(name, []).append(e)
-            self.by_file.setdefault(_strip_ext(name), []).append(e)
-            self.by_fold.setdefault(e.id.casefold(), []).append(e)
+            _add(self.by_file, name, e)
+            if _strip_ext(name) != name:
+                _add(self.by_file, _strip_ext(name), e)
+            _add(self.by_fold, e.id.casefold(), e)
             self.by_path.setdefault(_strip_ext(e.relpath), e)
             self.by_path[e.relpath] = e
         folded = sorted((e.id.casefold(), e.id) for e in entries)  # for prefix search
@@ -157,10 +206,10 @@ def _show(name: str) -> str:
     return repr(name[:80]) + ("..." if len(name) > 80 else "")
 
 
-def _id_list(ids: list[str]) -> str:
+def _id_list(ids: list[str], count: int | None = None) -> str:
     if not ids:
         return "no models are available"
-    more = len(ids) - _IDS_IN_MESSAGE
+    more = (len(ids) if count is None else count) - _IDS_IN_MESSAGE
     return ", ".join(ids[:_IDS_IN_MESSAGE]) + (f", ... ({more} more)" if more > 0 else "")
 
 
@@ -191,12 +240,22 @@ def _pick(name: str, matches: list[ModelEntry], snap: _Snapshot) -> ModelEntry:
     if matches:
         msg = f"model name {_show(name)} is ambiguous; candidates: {_id_list(ids)}"
         raise AmbiguousModel(msg, candidates=ids)
-    available = [e.id for e in snap.entries]
-    msg = f"model {_show(name)} not found; available: {_id_list(available)}"
-    raise ModelNotFound(msg, available=available)
+    available = [e.id for e in snap.entries[: IDS_IN_DETAILS + _IDS_IN_MESSAGE]]
+    count = len(snap.entries)
+    msg = f"model {_show(name)} not found; available: {_id_list(available, count)}"
+    raise ModelNotFound(msg, available=available[:IDS_IN_DETAILS], available_count=count)
 
 
 # --- the registry ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _ScanResult:
+    walk: Walk
+    observed: dict[str, tuple[tuple[str, int, int], float]] = field(default_factory=dict)
+    due: float | None = None
+    snap: _Snapshot | None = None  # None: the published set did not change
+    rejected: frozenset[str] = frozenset()
 
 
 class _WatchFilter:
@@ -243,6 +302,7 @@ class ModelRegistry:
         self._tasks: set[asyncio.Task[None]] = set()
         self._complete: set[str] = set()  # relpaths known whole: no settle wait
         self._unsettled = False  # some file was seen but is not stable yet
+        self._lane = Lane("scan", 1)  # its own thread: slow pulls never delay a scan
 
     @property
     def models_dir(self) -> Path:
@@ -264,9 +324,9 @@ class ModelRegistry:
         if found is not None:
             return found
         matches = (
-            snap.by_file.get(name)
-            or snap.by_alias.get(folded)
-            or snap.by_fold.get(folded)
+            _all(snap.by_file, name)
+            or _all(snap.by_alias, folded)
+            or _all(snap.by_fold, folded)
             or snap.prefixed(folded)
             or snap.word_prefixed(folded)
         )
@@ -300,8 +360,12 @@ class ModelRegistry:
                 return  # another caller's scan began after our request: nothing to add
             self._scans_started += 1
             number = self._scans_started
-            walk = await asyncio.to_thread(scan.walk, self._dir, self._meta_warned, self._headers)
-            self._apply(walk)
+            # The walk and everything proportional to the number of files (settling,
+            # ids, lookup tables) run in the scan lane: 100,000 files must not stall
+            # the event loop, which only swaps the finished snapshot in.
+            complete = frozenset(self._complete)
+            result = await self._lane.run(self._walk_and_build, complete)
+            self._apply(result)
             self._last_finished = number
 
     async def watch(self, stop: asyncio.Event) -> None:
@@ -325,7 +389,7 @@ class ModelRegistry:
                 self._recheck = None
 
     async def _watch_session(self, stop: asyncio.Event) -> None:
-        root = await asyncio.to_thread(os.path.realpath, self._dir)
+        root = await self._lane.run(os.path.realpath, self._dir)
         # The first (idle) yield rescans: files added before the watcher started are caught.
         next_rescan = 0.0
         batches = watchfiles.awatch(
@@ -348,19 +412,36 @@ class ModelRegistry:
 
     # --- reconciling a walk with the published set ---
 
-    def _apply(self, walk: Walk) -> None:
+    def _walk_and_build(self, complete: frozenset[str]) -> _ScanResult:
+        """In the scan lane: the walk, then the new snapshot if the set changed.
+
+        Scans run one at a time (the registry's lock), so reading ``_observed`` and
+        the current snapshot here races with nothing; ``_apply`` writes them back."""
+        walk = scan.walk(self._dir, self._meta_warned, self._headers)
+        if walk.failed:
+            return _ScanResult(walk)
+        settled, due, observed = self._settle_files(walk, complete)
+        entries = _build_entries(settled, walk.meta, self._snap.by_relpath)
+        snap = _Snapshot(entries) if entries != self._snap.entries else None
+        return _ScanResult(walk, observed, due, snap, _rejected_keys(walk.rejected))
+
+    def _apply(self, result: _ScanResult) -> None:
+        walk = result.walk
         if walk.failed:
             return  # root unreadable (EIO, EACCES): keep the models we know about
         self._note_missing(walk.exists)
         self._warn_new(walk.rejected, walk.unnamable)
-        self._rejected = _rejected_keys(walk.rejected)
-        settled, due = self._settle_files(walk)
-        self._unsettled = due is not None
-        self._publish(_build_entries(settled, walk.meta))
-        if due is not None:
-            self._schedule_recheck(due)
+        self._rejected = result.rejected
+        self._observed = result.observed
+        self._unsettled = result.due is not None
+        if result.snap is not None:
+            self._publish(result.snap)
+        if result.due is not None:
+            self._schedule_recheck(result.due)
 
-    def _settle_files(self, walk: Walk) -> tuple[list[Seen], float | None]:
+    def _settle_files(
+        self, walk: Walk, complete: frozenset[str]
+    ) -> tuple[list[Seen], float | None, dict[str, tuple[tuple[str, int, int], float]]]:
         observed: dict[str, tuple[tuple[str, int, int], float]] = {}
         settled: list[Seen] = []
         due: float | None = None
@@ -370,7 +451,7 @@ class ModelRegistry:
             sig = (seen.realpath, seen.size, seen.mtime_ns)
             prev = self._observed.get(seen.relpath)
             since = prev[1] if prev is not None and prev[0] == sig else walk.finished
-            if seen.relpath in self._complete:  # known whole: count it as settled already
+            if seen.relpath in complete:  # known whole: count it as settled already
                 since = min(since, walk.started - self._settle)
             observed[seen.relpath] = (sig, since)
             stable = walk.started - since >= self._settle
@@ -379,13 +460,10 @@ class ModelRegistry:
                 settled.append(seen)
             else:
                 due = since + self._settle if due is None else min(due, since + self._settle)
-        self._observed = observed
-        return settled, due
+        return settled, due, observed
 
-    def _publish(self, entries: tuple[ModelEntry, ...]) -> None:
-        if entries == self._snap.entries:
-            return
-        self._snap = _Snapshot(entries)
+    def _publish(self, snap: _Snapshot) -> None:
+        self._snap = snap
         for fn in list(self._listeners):
             try:
                 fn()

@@ -13,7 +13,9 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
+from ..safefs import Folder
 from .gguf import HeaderCache
 from .metadata import ModelMeta
 from .metadata import collect as collect_metadata
@@ -29,8 +31,11 @@ DRIVE = re.compile(r"[A-Za-z]:")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-@dataclass(frozen=True, slots=True)
-class Seen:
+class Seen(NamedTuple):
+    """One model file of a walk. A tuple of plain values: the garbage collector stops
+    tracking it at its first look, so 100,000 of them per scan never pile up in the
+    old generation and trigger full collections (which hold the GIL for seconds)."""
+
     relpath: str
     realpath: str
     size: int
@@ -62,15 +67,24 @@ def _is_nameable(relpath: str) -> bool:
 
 def walk(models_dir: Path, warned: set[str], headers: HeaderCache) -> Walk:
     """Everything the models dir holds; ``warned`` keeps metadata warnings to one each,
-    ``headers`` remembers GGUF headers already read."""
+    ``headers`` remembers GGUF headers already read.
+
+    Folders are opened relative to the root's descriptor without following links
+    (safefs.py): a folder swapped for a symlink mid-walk is skipped, never listed."""
     walk = Walk(started=time.monotonic(), wall=time.time())
     root = os.path.realpath(models_dir)
-    if not Path(root).is_dir():
+    try:
+        top = Folder.open(root)
+    except (FileNotFoundError, NotADirectoryError):
         walk.exists = False
+    except OSError as exc:
+        walk.failed = True
+        logger.warning("cannot list the models folder: %s", exc.strerror)
     else:
-        stack: list[tuple[str, str, int]] = [("", root, 0)]
-        while stack:
-            _scan_dir(*stack.pop(), root=root, walk=walk, stack=stack)
+        with top:
+            stack: list[tuple[str, int]] = [("", 0)]
+            while stack:
+                _scan_dir(top, *stack.pop(), root=root, walk=walk, stack=stack)
         # Files a pull is still publishing (or under an unreadable manifest) stay hidden.
         files = {f.relpath: (f.realpath, f.size, f.mtime_ns) for f in walk.files}
         hidden, walk.meta = collect_metadata(Path(root), files, warned, headers)
@@ -80,16 +94,16 @@ def walk(models_dir: Path, warned: set[str], headers: HeaderCache) -> Walk:
 
 
 def _scan_dir(
+    top: Folder,
     rel_dir: str,
-    abs_dir: str,
     depth: int,
     *,
     root: str,
     walk: Walk,
-    stack: list[tuple[str, str, int]],
+    stack: list[tuple[str, int]],
 ) -> None:
     try:
-        with os.scandir(abs_dir) as it:
+        with top.walk(rel_dir) as folder, os.scandir(folder.fd) as it:
             for de in it:
                 if de.name.startswith("."):  # hidden: download staging, editor files
                     continue
@@ -98,7 +112,7 @@ def _scan_dir(
                     if not rel_dir and de.name == LORA_FOLDER:
                         continue  # LoRA adapters (catalog/loras.py), not models
                     if depth < _MAX_DEPTH:
-                        stack.append((rel, de.path, depth + 1))
+                        stack.append((rel, depth + 1))
                 elif de.name.lower().endswith(MODEL_EXTENSIONS):  # so never a temp suffix
                     _visit_file(de, rel, root, walk)
     except OSError as exc:
@@ -118,7 +132,7 @@ def _visit_file(de: os.DirEntry[str], rel: str, root: str, walk: Walk) -> None:
                 return
             st = Path(real).stat()
         else:
-            real = de.path  # the root is real and symlinked dirs are never entered
+            real = f"{root}/{rel}"  # the walk entered no link: the real path
             st = de.stat(follow_symlinks=False)
     except OSError:  # vanished mid-walk or dangling: the next scan decides
         return

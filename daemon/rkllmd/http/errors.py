@@ -29,6 +29,7 @@ _STATUS: dict[type[e.RkllmdError], int] = {
     e.RepoNotFound: 404,
     e.PullFailed: 502,  # the Hub failed or sent something unusable
     e.InsufficientStorage: 507,
+    e.StorageError: 507,  # read-only or not writable by the daemon
     e.QueueFull: 503,
     e.ShuttingDown: 503,
     e.Aborted: 503,

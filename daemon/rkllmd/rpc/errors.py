@@ -32,6 +32,7 @@ _APPLICATION_CODES: dict[type[e.RkllmdError], int] = {
     e.TooManyConnections: -32015,  # sent once, then the connection is closed
     # Not raised by control calls today (local admins may load), mapped all the same.
     e.LoadNotPermitted: -32016,
+    e.StorageError: -32017,  # the models directory cannot be written
 }
 
 

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from .. import __version__
 from ..catalog.manifest import is_safe_relpath
-from ..config import HubSection
+from ..config import HubSection, redact_url
 from ..errors import (
     Aborted,
     HubUnauthorized,
@@ -39,7 +39,8 @@ REPO_ID = re.compile(rf"{_NAME}/{_NAME}")
 REVISION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,254}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SHA1 = re.compile(r"[0-9a-f]{40}")
-CHUNK_BYTES = 1024 * 1024  # progress and cancellation react once per chunk
+CHUNK_BYTES = 1024 * 1024
+MAX_NAME_BYTES = 200
 
 
 class Cancelled(Aborted):
@@ -57,6 +58,11 @@ class HubSettings:
     timeout: float
     retries: int
     backoff: float = 1.0  # first retry delay in seconds; doubles up to 30 s
+
+    @property
+    def shown_endpoint(self) -> str:
+        """The endpoint as messages and logs may show it (no ``user:password@``)."""
+        return redact_url(self.endpoint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +134,9 @@ def _status(exc: BaseException) -> int | None:
 
 
 def translate(exc: BaseException, repo: str, endpoint: str) -> PullFailed | None:
-    """The RkllmdError for a huggingface_hub / httpx failure, None if not one of those."""
+    """The RkllmdError for a huggingface_hub / httpx failure, None if not one of those.
+
+    ``endpoint`` is only ever shown redacted."""
     import httpx2
     from huggingface_hub import errors as hf
 
@@ -144,7 +152,7 @@ def translate(exc: BaseException, repo: str, endpoint: str) -> PullFailed | None
         return RepoNotFound(f"a file listed by {repo} is missing on the Hub")
     if isinstance(exc, httpx2.TransportError):
         reason = type(exc).__name__
-        return TransientHubError(f"cannot reach the Hub at {endpoint} ({reason})")
+        return TransientHubError(f"cannot reach the Hub at {redact_url(endpoint)} ({reason})")
     status = _status(exc)
     if status in (401, 403):
         return HubUnauthorized(f"the Hub refused access to {repo} (HTTP {status})")
@@ -168,15 +176,9 @@ def hub_errors(repo: str, endpoint: str) -> Iterator[None]:
         raise mapped from None
 
 
-def configure_library(settings: HubSettings) -> None:
-    """Process-wide huggingface_hub settings (the daemon is its only user in-process)."""
-    from huggingface_hub import constants
-
-    # Both are read by http_get at call time: progress and cancellation react once per
-    # MiB instead of once per 10 MiB, and a stalled transfer times out like the listing.
-    constants.DOWNLOAD_CHUNK_SIZE = CHUNK_BYTES
-    constants.HF_HUB_DOWNLOAD_TIMEOUT = max(1, round(settings.timeout))
-    # Its warnings ("Trying to resume download...") go to our log once, not to stderr too.
+def configure_library() -> None:
+    """Process-wide huggingface_hub settings (the daemon is its only user in-process):
+    its warnings go to our log once, not to stderr too."""
     hf_logger = logging.getLogger("huggingface_hub")
     for handler in list(hf_logger.handlers):
         hf_logger.removeHandler(handler)
@@ -190,10 +192,10 @@ def list_repo(settings: HubSettings, repo: str, revision: str) -> Listing:
     """Commit and files of ``repo`` at ``revision``; every name validated."""
     from huggingface_hub import HfApi
 
-    configure_library(settings)
+    configure_library()
     api = HfApi(endpoint=settings.endpoint, library_name="rkllmd", library_version=__version__)
     try:
-        with hub_errors(repo, settings.endpoint):
+        with hub_errors(repo, settings.endpoint):  # shown redacted
             info = api.model_info(
                 repo,
                 revision=revision,
@@ -201,7 +203,7 @@ def list_repo(settings: HubSettings, repo: str, revision: str) -> Listing:
                 timeout=settings.timeout,
                 token=settings.token or False,
             )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:  # a hostile listing
         # The exception text may quote request headers (the token): log it, never send it.
         logger.warning("invalid listing for %s: %s", repo, type(exc).__name__)
         raise InvalidListing(f"the Hub sent an invalid listing for {repo}") from None
@@ -214,9 +216,18 @@ def list_repo(settings: HubSettings, repo: str, revision: str) -> Listing:
     return Listing(repo, revision, commit, files)
 
 
+def _fits(path: str) -> bool:
+    """Every component short enough for the filesystem (NAME_MAX, in bytes), with room
+    for the ``.<name>.<pid>.tmp`` the durable writes use."""
+    try:
+        return all(len(part.encode()) <= MAX_NAME_BYTES for part in path.split("/"))
+    except UnicodeEncodeError:
+        return False
+
+
 def _repo_file(repo: str, sibling: Any) -> RepoFile:
     path = sibling.rfilename
-    if not isinstance(path, str) or not is_safe_relpath(path):
+    if not isinstance(path, str) or not is_safe_relpath(path) or not _fits(path):
         shown = repr(path)[:120]
         raise InvalidListing(f"the Hub listing of {repo} has an unsafe file name {shown}")
     size = sibling.size

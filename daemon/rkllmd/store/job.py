@@ -59,7 +59,8 @@ class PullJob:
         self.id = job_id
         self.repo = repo
         self.request = request
-        self.cancel_event = threading.Event()
+        self.cancel_event = threading.Event()  # seen by the pull's threads
+        self.cancelled = asyncio.Event()  # ends the pull's awaits at once
         self.stage = "queued"
         self.message = ""
         self.task: asyncio.Task[None] | None = None
@@ -108,6 +109,7 @@ class PullJob:
 
     def cancel(self) -> None:
         self.cancel_event.set()
+        self.cancelled.set()
 
     def check_cancelled(self) -> None:
         if self.cancel_event.is_set():
@@ -163,6 +165,7 @@ class PullJob:
 
     def on_verify(self, path: str, nbytes: int) -> None:  # from a worker thread
         self._verified += nbytes
+        self.check_cancelled()  # hashing a big file in place stops with the pull
 
     def begin_file(self, f: RepoFile) -> FileProgress:
         self._index += 1

@@ -1,8 +1,11 @@
 """The model store: pull models from the Hugging Face Hub, remove them (async API).
 
-All blocking work (listing, hashing, downloading, renames) runs in worker threads;
-the event loop only starts jobs, samples their counters four times a second and
-forwards progress events, so generation and the control socket never wait on it.
+Bytes arrive on the event loop (``transfer.py``); all blocking work (listing,
+hashing, writing, renames) runs in the store's own bounded thread lanes: pulls in
+one, removals and staging cleanup in another, so neither can starve the other, nor
+the registry's scans or a reload, which have lanes of their own. A pull's every
+await ends as soon as it is cancelled (a thread still blocked in the Hub's listing
+is left to finish on its own).
 
 Async API (for the RPC methods and the HTTP routes):
 
@@ -24,13 +27,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import aiohttp
 
 from ..catalog.manifest import is_safe_relpath, repo_dir_of
 from ..catalog.registry import ModelEntry, ModelRegistry
@@ -43,15 +49,20 @@ from ..errors import (
     ModelPinned,
     RkllmdError,
 )
+from ..lanes import Lane
 from ..manager import ModelManager
 from ..views import State
 from . import hub, removal, staging, transfer
 from .job import PullJob
 from .selection import check_patterns, select
+from .storage import storage_errors
 
 logger = logging.getLogger(__name__)
 
 LISTED_GRACE_S = 5.0
+PULL_THREADS = 4  # listing, hashing, writing and publishing of all pulls together
+REMOVE_THREADS = 1  # removals, staging cleanup, resumable summaries
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +99,9 @@ class ModelStore:
         self._config = config
         self._jobs: dict[str, PullJob] = {}  # by repo, running only
         self._resumable: dict[str, dict[str, Any]] = {}  # by repo: parts left in staging
+        self._pull_lane = Lane("pull", PULL_THREADS)
+        self._remove_lane = Lane("remove", REMOVE_THREADS)
+        self._session: aiohttp.ClientSession | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -95,7 +109,7 @@ class ModelStore:
         """Remove orphaned staging (kept: recent, resumable parts of known pulls)."""
         keep = self._config.current.hub.keep_partial_hours * 3600
         try:
-            kept = await asyncio.to_thread(staging.cleanup_staging, self._dir, keep)
+            kept = await self._remove_lane.run(staging.cleanup_staging, self._dir, keep)
         except OSError as exc:
             logger.warning("cannot clean download staging: %s", exc.strerror)
             return
@@ -110,6 +124,10 @@ class ModelStore:
             job.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
+        if self._session is not None:
+            await self._session.close()
+        self._pull_lane.close()
+        self._remove_lane.close()
 
     # --- pull ----------------------------------------------------------------------
 
@@ -158,22 +176,22 @@ class ModelStore:
         try:
             return await self._pull(job)
         finally:  # whatever is left in staging can be resumed by the next pull
-            folder = staging.staging_dir(self._dir, job.repo)
-            left = await asyncio.to_thread(staging.resumable, folder)
-            if left is not None and left["bytes"] == 0:
-                # Nothing to resume: no "resumable, 0 B of N" entry left behind.
-                await asyncio.to_thread(staging.discard, folder)
-            elif left is not None:
-                self._resumable[job.repo] = left
+            with contextlib.suppress(OSError):
+                left = await self._remove_lane.run(staging.resumable, self._dir, job.repo)
+                if left is None:  # nothing to resume: no "resumable, 0 B of N" ghost
+                    await self._remove_lane.run(staging.discard_repo, self._dir, job.repo)
+                else:
+                    self._resumable[job.repo] = left
 
     async def _pull(self, job: PullJob) -> dict[str, Any]:
         request: PullRequest = job.request
         cfg = self._config.current.hub
-        token = request.token or await asyncio.to_thread(hub.read_token, cfg)
+        token = request.token or await self._pull_lane.run(hub.read_token, cfg)
         settings = hub.HubSettings(cfg.endpoint, token, cfg.timeout_seconds, cfg.retries)
         job.set_stage("resolving", f"looking up {request.repo}")
-        listing = await asyncio.to_thread(
-            hub.list_repo, settings, request.repo, request.revision or "main"
+        listing = await self._step(
+            job,
+            self._pull_lane.run(hub.list_repo, settings, request.repo, request.revision or "main"),
         )
         selection = select(
             listing,
@@ -183,41 +201,71 @@ class ModelStore:
             technical=cfg.technical_files,
         )
         job.set_stage("verifying", "checking files already in place")
-        plan = await asyncio.to_thread(
-            staging.prepare,
-            self._dir,
-            listing,
-            selection,
-            min_free_bytes=cfg.min_free_bytes,
-            verifying=job.on_verify,
+        plan = await self._step(
+            job,
+            self._disk(
+                staging.prepare,
+                self._dir,
+                listing,
+                selection,
+                min_free_bytes=cfg.min_free_bytes,
+                verifying=job.on_verify,
+            ),
         )
         job.set_plan(plan)
-        await self._download(job, settings, plan)
+        source = transfer.Source(self._client(), settings, cfg.stall_seconds, self._pull_lane)
+        await self._download(job, source, plan)
         job.set_stage("publishing", f"publishing {request.repo}")
-        await asyncio.to_thread(staging.publish, self._dir, plan)
+        await self._disk(staging.publish, plan)
         ids = await self._wait_listed([f"{listing.repo}/{m.path}" for m in selection.models])
         return job.summary(plan, ids)
 
-    async def _download(self, job: PullJob, settings: hub.HubSettings, plan: staging.Plan) -> None:
+    async def _disk(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A step of a pull that changes the models dir, in the pull lane."""
+        with storage_errors():
+            return await self._pull_lane.run(fn, *args, **kwargs)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # One session for every transfer; each request brings its own timeouts.
+            self._session = aiohttp.ClientSession(
+                trust_env=True,  # HTTPS_PROXY and friends, as huggingface_hub honours them
+                auto_decompress=False,
+            )
+        return self._session
+
+    @staticmethod
+    async def _step(job: PullJob, work: Awaitable[T]) -> T:
+        """``work``, unless the pull is cancelled first: then Cancelled at once."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(job.cancelled.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task  # a cancelled write settles first (its descriptor is then closed)
+            job.check_cancelled()
+        return task.result()
+
+    async def _download(self, job: PullJob, source: transfer.Source, plan: staging.Plan) -> None:
         job.set_stage("downloading", f"downloading {plan.listing.repo}")
         for f in plan.fetch:
             job.check_cancelled()
             progress = job.begin_file(f)
             try:
-                await asyncio.to_thread(
-                    transfer.fetch,
-                    settings,
-                    plan.listing,
-                    f,
-                    plan.part(f),
-                    progress,
-                    job.cancel_event,
-                )
-                await asyncio.to_thread(staging.mark_ready, plan, f)
+                fd = await self._disk(staging.open_part, plan, f)
+                try:
+                    await self._step(job, transfer.fetch(source, plan.listing, f, fd, progress))
+                finally:
+                    os.close(fd)  # the transfer task has ended: no write is in flight
+                await self._disk(staging.mark_ready, plan, f)
             except (InsufficientStorage, ChecksumMismatch):
                 # The Hub sent bytes that do not match its own checksum: nothing this
                 # transfer staged is kept for a resume (the next pull starts clean).
-                await asyncio.to_thread(staging.discard, plan.staging)
+                await self._disk(staging.discard, plan)
                 raise
             job.end_file(f)
         job.check_cancelled()
@@ -238,7 +286,8 @@ class ModelStore:
         entry = self._registry.resolve(name)
         self._check_not_pulling([entry])
         await self._free([entry], force)
-        files = await asyncio.to_thread(removal.remove_model, self._dir, entry.relpath)
+        with storage_errors():
+            files = await self._remove_lane.run(removal.remove_model, self._dir, entry.relpath)
         await self._registry.scan()
         logger.info("removed model %s (%d files)", entry.id, len(files))
         return {"id": entry.id, "removed": [entry.id], "files": files}
@@ -248,7 +297,9 @@ class ModelStore:
             raise ModelInUse("pulls are running: " + ", ".join(sorted(self._jobs)))
         entries = self._registry.entries()
         await self._free(entries, force)
-        files = await asyncio.to_thread(removal.remove_all, self._dir, [e.relpath for e in entries])
+        relpaths = [e.relpath for e in entries]
+        with storage_errors():
+            files = await self._remove_lane.run(removal.remove_all, self._dir, relpaths)
         self._resumable.clear()
         await self._registry.scan()
         logger.info("removed all models (%d, %d files)", len(entries), len(files))

@@ -10,6 +10,11 @@
 
 Globs use ``fnmatch`` and are tried on the path and on the file name; a glob ending
 in ``/`` matches a folder.
+
+A repo never supplies the daemon's own files: a user sidecar (``*.rkllmd.json``: it
+could name models through aliases) or a pull manifest is never fetched. And every
+file fetched must have a checksum in the listing: one the daemon cannot verify is
+refused, never published.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ..catalog.manifest import MANIFEST_NAME
+from ..catalog.metadata import SIDECAR_SUFFIX
 from ..catalog.scan import MODEL_EXTENSIONS
-from ..errors import ChooseModelFile, InvalidParams, ModelNotFound
+from ..errors import ChooseModelFile, InvalidListing, InvalidParams, ModelNotFound
 from .hub import Listing, RepoFile
 
 MAX_PATTERNS = 64
@@ -70,9 +77,8 @@ def select(
     exclude: Sequence[str],
     technical: Sequence[str],
 ) -> Selection:
-    candidates = [
-        f for f in listing.files if is_model_file(f.path) and not matches(f.path, exclude)
-    ]
+    files = [f for f in listing.files if not _reserved(f.path)]
+    candidates = [f for f in files if is_model_file(f.path) and not matches(f.path, exclude)]
     if file is not None:
         models = [_named(listing, candidates, file)]
     elif include:
@@ -89,13 +95,25 @@ def select(
     chosen = {f.path for f in models}
     extras = [
         f
-        for f in listing.files
+        for f in files
         if f.path not in chosen
         and not is_model_file(f.path)
         and not matches(f.path, exclude)
         and (_is_technical(f, models, technical) or (include and matches(f.path, include)))
     ]
+    for f in models + extras:
+        if not (f.sha256 or f.blob_id):
+            raise InvalidListing(
+                f"the Hub lists no checksum for {f.path!r} of {listing.repo}; "
+                "a file that cannot be verified is never published"
+            )
     return Selection(tuple(models), tuple(extras))
+
+
+def _reserved(path: str) -> bool:
+    """The daemon's own files: a repo must never bring them in."""
+    name = path.rsplit("/", 1)[-1]
+    return name == MANIFEST_NAME or name.lower().endswith(SIDECAR_SUFFIX)
 
 
 def _named(listing: Listing, candidates: list[RepoFile], file: str) -> RepoFile:

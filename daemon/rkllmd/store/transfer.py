@@ -1,54 +1,59 @@
-"""Moving bytes for a pull: ranged GET into a resumable ``.part``, hashing, retries.
+"""Moving bytes for a pull: a ranged GET into a resumable ``.part``, hashed as it lands.
 
-The HTTP is huggingface_hub's ``file_download.http_get`` (ranged GET, its own in-call
-resume after a cut connection, 200-instead-of-206 handling, byte-count check). Around
-it: the ``.part`` survives a daemon restart and is resumed from its size; every byte
-is hashed in a second thread while the download runs (sha256 for LFS files, the git
-blob sha1 for small ones) and compared with the Hub's listing; the file is fsynced
-before anyone may rename it; whole attempts are retried with exponential backoff;
-a cancel flag is checked on every chunk written.
+The body is read on the event loop (aiohttp), chunk by chunk as the network hands
+it over, which is what makes a transfer boundable and cancellable:
+- the job's cancel ends it at once, whatever the Hub does (no thread sits in a read);
+- a per-read timeout catches a silent Hub, and a stall detector a trickling one
+  (less than ``STALL_BYTES`` in ``hub.stall_seconds``), each a retryable failure;
+- the Hub may never send more than the file's listed size: a longer body (or a
+  ``Content-Length`` announcing one) is a corrupt transfer and its bytes are dropped.
+huggingface_hub's ``http_get`` did this HTTP before; it reads a whole MiB before
+returning anything and cannot be interrupted, so a Hub sending a byte a second held
+a thread, and the daemon's shutdown, forever.
 
-Blocking: worker threads only.
+Writing and hashing (sha256 for LFS files, the git blob sha1 for small ones) run in
+the store's pull lane, one chunk at a time; the ``.part`` survives a restart and is
+resumed from its size (``Range``); a server that ignores the range starts it over.
+Whole attempts are retried with exponential backoff.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import hashlib
 import logging
 import os
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any
+
+import aiohttp
 
 from .. import __version__
-from ..errors import ChecksumMismatch, InsufficientStorage
-from .hub import (
-    CHUNK_BYTES,
-    Cancelled,
-    HubSettings,
-    Listing,
-    RepoFile,
-    TransientHubError,
-    configure_library,
-    hub_errors,
+from ..errors import (
+    ChecksumMismatch,
+    HubUnauthorized,
+    PullFailed,
+    RepoNotFound,
 )
+from ..lanes import Lane
+from .hub import CHUNK_BYTES, HubSettings, Listing, RepoFile, TransientHubError
+from .storage import storage_errors
 
 logger = logging.getLogger(__name__)
 
-_HASH_QUEUE = 16  # chunks in flight to the hashing thread (16 MiB)
 _MAX_BACKOFF = 30.0
+STALL_BYTES = 64 * 1024  # a transfer receiving less than this per stall window is stuck
+_WRITE_BYTES = CHUNK_BYTES  # bytes gathered from the network per write-and-hash call
 
 
 # --- hashing -----------------------------------------------------------------------
 
 
-def _new_hash(f: RepoFile) -> Any:
+def new_hash(f: RepoFile) -> Any:
     if f.sha256:
         return hashlib.sha256()
     digest = hashlib.sha1(usedforsecurity=False)  # git's blob id: sha1("blob N\0" + data)
@@ -60,63 +65,33 @@ def expected_digest(f: RepoFile) -> str | None:
     return f.sha256 or f.blob_id
 
 
-class Hasher:
-    """Hashes in a second thread so hashing overlaps the network (hashlib drops the GIL)."""
-
-    def __init__(self, f: RepoFile) -> None:
-        self._file = f
-        self._queue: queue.Queue[bytes | None] = queue.Queue(_HASH_QUEUE)
-        self._start()
-
-    def _start(self) -> None:
-        self._hash = _new_hash(self._file)
-        self.consumed = 0
-        self._thread = threading.Thread(target=self._run, name="rkllmd-hash", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            self._hash.update(chunk)
-
-    def feed(self, data: bytes) -> None:
-        self._queue.put(data)
-        self.consumed += len(data)
-
-    def feed_file(self, path: Path, length: int) -> None:
-        with path.open("rb") as handle:
-            while self.consumed < length:
-                block = handle.read(min(CHUNK_BYTES * 4, length - self.consumed))
-                if not block:
-                    raise OSError(errno.EIO, "file shrank while hashing")
-                self.feed(block)
-
-    def reset(self) -> None:
-        self.hexdigest()
-        self._start()
-
-    def hexdigest(self) -> str:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        return cast(str, self._hash.hexdigest())
+def hash_fd(f: RepoFile, fd: int, progress: Callable[[int], None], length: int = -1) -> str:
+    """The digest of an open file's first ``length`` bytes (all when -1); blocking."""
+    digest = new_hash(f)
+    _feed(digest, fd, length, progress)
+    return str(digest.hexdigest())
 
 
-def hash_file(f: RepoFile, path: Path, progress: Callable[[int], None]) -> str:
-    """The digest of a whole local file (to adopt a file already in place)."""
-    hasher = Hasher(f)
-    with path.open("rb") as handle:
-        while block := handle.read(CHUNK_BYTES * 4):
-            hasher.feed(block)
-            progress(len(block))
-    return hasher.hexdigest()
+def _feed(digest: Any, fd: int, length: int, progress: Callable[[int], None]) -> None:
+    offset = 0
+    while length < 0 or offset < length:
+        want = CHUNK_BYTES * 4 if length < 0 else min(CHUNK_BYTES * 4, length - offset)
+        block = os.pread(fd, want, offset)
+        if not block:
+            if length >= 0:
+                raise OSError(errno.EIO, "file shrank while hashing")
+            return
+        digest.update(block)
+        offset += len(block)
+        progress(len(block))
 
 
-# --- download ----------------------------------------------------------------------
+# --- progress and the part file ----------------------------------------------------
 
 
 @dataclass(slots=True)
 class FileProgress:
-    """Shared with the event loop, which samples it (plain attribute reads)."""
+    """Shared with the job's ticker, which samples it."""
 
     path: str
     total: int
@@ -124,81 +99,107 @@ class FileProgress:
     fetched: int = 0  # bytes received in this job (for the rate)
 
 
-class _Sink:
-    """The file object handed to ``http_get``: writes, hashes, counts, checks cancel."""
+class _Part:
+    """The ``.part`` being filled: its descriptor and the running digest of its bytes.
 
-    def __init__(
-        self, handle: BinaryIO, hasher: Hasher, progress: FileProgress, cancel: threading.Event
-    ) -> None:
-        self._handle, self._hasher, self._progress, self._cancel = handle, hasher, progress, cancel
+    Writes run in the lane one at a time; ``settle`` waits for the one in flight, so
+    the descriptor is never closed (and its number reused) under a write."""
 
-    def write(self, data: bytes) -> int:
-        if self._cancel.is_set():
-            raise Cancelled("the download was cancelled")
-        written = self._handle.write(data)
-        self._hasher.feed(data)
-        self._progress.done += len(data)
-        self._progress.fetched += len(data)
-        return written
+    def __init__(self, f: RepoFile, fd: int, lane: Lane) -> None:
+        self.file, self.fd, self._lane = f, fd, lane
+        self.digest = new_hash(f)
+        self.size = 0
+        self._writing: asyncio.Future[None] | None = None
 
-    def tell(self) -> int:
-        return self._handle.tell()
+    async def resume(self) -> int:
+        """Hash what an earlier attempt left; a part longer than the file starts over."""
+        size = os.fstat(self.fd).st_size
+        if size > self.file.size:
+            await self.restart()
+            return 0
+        if size > self.size:
+            await self._in_lane(_feed, self.digest, self.fd, size, lambda n: None)
+            self.size = size
+        return size
 
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self._handle.seek(offset, whence)
+    async def restart(self) -> None:
+        await self._in_lane(os.ftruncate, self.fd, 0)
+        self.digest, self.size = new_hash(self.file), 0
 
-    def truncate(self, size: int | None = None) -> int:
-        # http_get rewinds to 0 when the server ignored our Range header.
-        new_size = self._handle.truncate(size)
-        self._hasher.reset()
-        self._hasher.feed_file(Path(self._handle.name), new_size)
-        self._progress.done = new_size
-        return new_size
+    async def write(self, data: bytes) -> None:
+        await self._in_lane(_write_and_hash, self.fd, data, self.digest)
+        self.size += len(data)
+
+    async def finish(self) -> str:
+        await self._in_lane(os.fsync, self.fd)
+        return str(self.digest.hexdigest())
+
+    async def _in_lane(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._writing = asyncio.ensure_future(self._lane.run(fn, *args))
+        try:
+            await asyncio.shield(self._writing)
+        finally:
+            if self._writing.done():
+                self._writing = None
+
+    async def settle(self) -> None:
+        """Wait for a write still running in the lane (after a cancel)."""
+        if self._writing is not None:
+            with contextlib.suppress(BaseException):
+                await self._writing
 
 
-def fetch(
-    settings: HubSettings,
-    listing: Listing,
-    f: RepoFile,
-    part: Path,
-    progress: FileProgress,
-    cancel: threading.Event,
+def _write_and_hash(fd: int, data: bytes, digest: Any) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    digest.update(data)
+
+
+# --- one file ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where and how to fetch: shared by every file of one pull."""
+
+    session: aiohttp.ClientSession
+    settings: HubSettings
+    stall_seconds: float
+    lane: Lane
+
+
+async def fetch(
+    source: Source, listing: Listing, f: RepoFile, fd: int, progress: FileProgress
 ) -> None:
-    """Download ``f`` into ``part`` (resuming what is there), verify it, fsync it."""
-    from huggingface_hub import hf_hub_url
+    """Fill the part ``fd`` with ``f`` (resuming what is there), verify it, fsync it.
 
-    configure_library(settings)
-    url = hf_hub_url(listing.repo, f.path, revision=listing.commit, endpoint=settings.endpoint)
-    hasher = Hasher(f)
+    Raises ChecksumMismatch (its bytes are bad: drop the part) or a Hub error; the
+    caller cancels the task to stop it, and closes ``fd`` once the task has ended
+    (no write is in flight then)."""
+    part = _Part(f, fd, source.lane)
     try:
-        _fetch_with_retries(settings, listing.repo, url, f, part, hasher, progress, cancel)
-        digest = hasher.hexdigest()
+        await _with_retries(source, listing, f, part, progress)
+        digest = await part.finish()
     finally:
-        hasher.hexdigest()
+        await part.settle()
     expected = expected_digest(f)
     if expected is not None and digest != expected:
-        part.unlink(missing_ok=True)
         raise ChecksumMismatch(
             f"{f.path} from {listing.repo} is corrupt: its checksum does not match the Hub's",
             file=f.path,
         )
 
 
-def _fetch_with_retries(
-    settings: HubSettings,
-    repo: str,
-    url: str,
-    f: RepoFile,
-    part: Path,
-    hasher: Hasher,
-    progress: FileProgress,
-    cancel: threading.Event,
+async def _with_retries(
+    source: Source, listing: Listing, f: RepoFile, part: _Part, progress: FileProgress
 ) -> None:
+    settings = source.settings
     attempt = 0
     while True:
         try:
-            with hub_errors(repo, settings.endpoint), _disk_errors():
-                _attempt(settings, url, f, part, hasher, progress, cancel)
+            with storage_errors():
+                await _attempt(source, listing, f, part, progress)
             return
         except TransientHubError as exc:
             attempt += 1
@@ -213,63 +214,141 @@ def _fetch_with_retries(
                 settings.retries,
                 delay,
             )
-            if cancel.wait(delay):
-                raise Cancelled("the download was cancelled") from None
+            await asyncio.sleep(delay)
 
 
-@contextlib.contextmanager
-def _disk_errors() -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise InsufficientStorage("the models directory ran out of space") from None
-        raise
-
-
-def _attempt(
-    settings: HubSettings,
-    url: str,
-    f: RepoFile,
-    part: Path,
-    hasher: Hasher,
-    progress: FileProgress,
-    cancel: threading.Event,
-) -> None:
-    from huggingface_hub.file_download import http_get
+def _headers(settings: HubSettings, have: int) -> dict[str, str]:
     from huggingface_hub.utils._headers import build_hf_headers
-    from huggingface_hub.utils.tqdm import silent_tqdm
 
     headers = build_hf_headers(
         token=settings.token or False, library_name="rkllmd", library_version=__version__
     )
-    with part.open("ab") as handle:
-        have = handle.tell()
-        if have > f.size or have < hasher.consumed:
-            handle.truncate(0)
-            have = 0
-            hasher.reset()
-        hasher.feed_file(part, have)  # no-op unless resuming a file from an earlier run
-        progress.done = have
-        sink = _Sink(handle, hasher, progress, cancel)
-        started = time.monotonic()
-        try:
-            http_get(
-                url,
-                cast(BinaryIO, sink),
-                resume_size=have,
-                headers=headers,
-                expected_size=f.size,
-                displayed_filename=f.path,
-                tqdm_class=silent_tqdm,
-            )
-        except OSError as exc:
-            # http_get checks the byte count itself and raises a bare OSError (no errno,
-            # not one of the Hub's HTTP errors, which subclass it) when the body ended
-            # early; the file's length confirms it without reading the wording.
-            if type(exc) is OSError and exc.errno is None and handle.tell() < f.size:
-                raise TransientHubError("the transfer ended early") from None
-            raise
-        handle.flush()
-        os.fsync(handle.fileno())
+    headers["Accept-Encoding"] = "identity"  # byte counts must be the file's
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    return dict(headers)
+
+
+async def _attempt(
+    source: Source, listing: Listing, f: RepoFile, part: _Part, progress: FileProgress
+) -> None:
+    from huggingface_hub import hf_hub_url
+
+    settings = source.settings
+    have = await part.resume()
+    progress.done = have
+    if have == f.size:
+        return
+    url = hf_hub_url(listing.repo, f.path, revision=listing.commit, endpoint=settings.endpoint)
+    started = time.monotonic()
+    try:
+        async with source.session.get(
+            url, headers=_headers(settings, have), timeout=timeouts(settings.timeout)
+        ) as response:
+            have = await _accept(response, listing, f, part, have)
+            progress.done = have
+            await _receive(source, response, listing, f, part, progress)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise TransientHubError(
+            f"cannot reach the Hub at {settings.shown_endpoint} ({type(exc).__name__})"
+        ) from None
+    if part.size < f.size:
+        raise TransientHubError("the transfer ended early")
     logger.debug("%s: %d bytes in %.2f s", f.path, f.size - have, time.monotonic() - started)
+
+
+async def _accept(
+    response: aiohttp.ClientResponse, listing: Listing, f: RepoFile, part: _Part, have: int
+) -> int:
+    """Check the status and the announced length; returns where the body starts."""
+    status = response.status
+    if status == 200 and have:  # the server ignored our Range: the body starts at 0
+        await part.restart()
+        have = 0
+    elif status not in (200, 206):
+        raise _status_error(status, listing.repo)
+    elif status == 206 and not response.headers.get("Content-Range", "").startswith(
+        f"bytes {have}-"
+    ):
+        raise TransientHubError("the Hub answered a range request with another range")
+    length = response.content_length
+    if length is not None and have + length > f.size:
+        raise _too_long(listing, f)
+    return have
+
+
+def _status_error(status: int, repo: str) -> PullFailed:
+    if status in (401, 403):
+        return HubUnauthorized(f"the Hub refused access to {repo} (HTTP {status})")
+    if status == 404:
+        return RepoNotFound(f"a file listed by {repo} is missing on the Hub")
+    if status >= 500 or status in (408, 429):
+        return TransientHubError(f"the Hub answered HTTP {status}")
+    return PullFailed(f"the Hub answered HTTP {status} for {repo}")
+
+
+def _too_long(listing: Listing, f: RepoFile) -> ChecksumMismatch:
+    return ChecksumMismatch(
+        f"{f.path} from {listing.repo} is corrupt: the Hub sends more than its listed "
+        f"{f.size} bytes",
+        file=f.path,
+    )
+
+
+async def _receive(
+    source: Source,
+    response: aiohttp.ClientResponse,
+    listing: Listing,
+    f: RepoFile,
+    part: _Part,
+    progress: FileProgress,
+) -> None:
+    stall = _StallDetector(source.stall_seconds)
+    pending = bytearray()
+    try:
+        while chunk := await response.content.readany():
+            if part.size + len(pending) + len(chunk) > f.size:
+                pending.clear()  # none of it is kept: the body is not the listed file
+                raise _too_long(listing, f)
+            pending += chunk
+            progress.fetched += len(chunk)
+            stall.received(len(chunk))
+            if len(pending) >= _WRITE_BYTES:
+                await _flush(part, pending, progress)
+    finally:
+        if pending:  # a cut connection or a stall: what did arrive is kept for the resume
+            await _flush(part, pending, progress)
+
+
+async def _flush(part: _Part, pending: bytearray, progress: FileProgress) -> None:
+    data = bytes(pending)
+    pending.clear()
+    await part.write(data)
+    progress.done = part.size
+
+
+class _StallDetector:
+    """Fails a body that keeps a connection alive with a trickle of bytes."""
+
+    def __init__(self, window: float) -> None:
+        self._window = window
+        self._start = time.monotonic()
+        self._bytes = 0
+
+    def received(self, nbytes: int) -> None:
+        self._bytes += nbytes
+        now = time.monotonic()
+        if now - self._start < self._window:
+            return
+        if self._bytes < STALL_BYTES:
+            raise TransientHubError(
+                f"the transfer stalled ({self._bytes} bytes in {now - self._start:.0f} s)"
+            )
+        self._start, self._bytes = now, 0
+
+
+def timeouts(seconds: float) -> aiohttp.ClientTimeout:
+    """No limit on the whole body (it may be gigabytes); a limit on every wait."""
+    return aiohttp.ClientTimeout(
+        total=None, connect=seconds, sock_connect=seconds, sock_read=seconds
+    )
