@@ -175,7 +175,17 @@ class Daemon:
             loop.add_signal_handler(signal.SIGUSR2, time.sleep, float(block))
 
     async def _reload(self, manager: ModelManager, registry: ModelRegistry) -> None:
+        """SIGHUP. Whatever happens, ``READY=1`` follows ``RELOADING=1``: a reload that
+        fails must not leave systemd showing the unit as "reloading" for good."""
         self._notifier.reloading()
+        try:
+            await self._apply_reload(registry)
+        except Exception as exc:  # a bug: still one line, and the old config stays
+            logger.error("reload failed, keeping the running configuration: %r", exc)
+        finally:
+            self._notifier.reloaded(self._status_line(manager))
+
+    async def _apply_reload(self, registry: ModelRegistry) -> None:
         try:
             config = await asyncio.to_thread(load_config, self._cli)
             if self._listen_override:
@@ -183,7 +193,6 @@ class Daemon:
         except RkllmdError as exc:
             logger.error("reload failed, keeping the running configuration: %s", exc.message)
             await registry.scan()
-            self._notifier.reloaded(self._status_line(manager))
             return
         if (
             config.models_dir != self.config.models_dir
@@ -193,7 +202,6 @@ class Daemon:
         self.live.replace(config)
         logging.getLogger().setLevel(config.log_level.upper())
         await registry.scan()
-        self._notifier.reloaded(self._status_line(manager))
         logger.info("configuration reloaded; %d models", len(registry.entries()))
 
     async def _watchdog(self, manager: ModelManager) -> None:

@@ -22,6 +22,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..untrusted import load_json
+
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 TOOL_OPEN = "<tool_call>"
@@ -58,7 +60,7 @@ def new_call_id() -> str:
 def parse_tool_call(body: str) -> ToolCall | None:
     """A ToolCall from the JSON inside ``<tool_call>``, or None if it is not one."""
     try:
-        data = json.loads(body)
+        data = load_json(body)  # model output: no nesting beyond the stack either
     except ValueError:
         return None
     if not isinstance(data, dict):
@@ -69,7 +71,7 @@ def parse_tool_call(body: str) -> ToolCall | None:
     args: Any = data.get("arguments", data.get("parameters", {}))
     if isinstance(args, str):
         try:
-            json.loads(args)
+            load_json(args)
         except ValueError:
             return None
         text = args

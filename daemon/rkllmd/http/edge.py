@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from .. import errors as e
 from ..config import HttpSection, is_loopback, parse_listen
+from ..untrusted import TooDeep, load_json
 from .errors import error_response, ollama_error_response
 
 logger = logging.getLogger(__name__)
@@ -141,12 +141,26 @@ def check_origin(request: web.Request, http: HttpSection) -> None:
     origin = request.headers.get("Origin")
     if origin is not None and origin not in http.cors_origins:
         raise e.Forbidden("cross-origin requests are not allowed from this origin")
-    if (
-        request.method == "POST"
-        and request.content_length
-        and request.content_type != "application/json"
-    ):
+    if request.method == "POST" and _declares_non_json(request):
         raise e.UnsupportedMediaType("request bodies must be application/json")
+
+
+# What a web page's form (or a no-cors fetch) can POST cross-site without a preflight.
+SIMPLE_TYPES = frozenset({"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+def _declares_non_json(request: web.Request) -> bool:
+    """A POST whose body is not declared JSON.
+
+    The types a page can send cross-site are refused whatever the length: an empty
+    or chunked ``text/plain`` POST must not unload a model. Any other type is refused
+    when a body comes (chunked too); an empty POST without a type (``curl -X POST``,
+    or aiohttp's ``application/octet-stream``) carries nothing to misread."""
+    if request.content_type == "application/json":
+        return False
+    if request.content_type in SIMPLE_TYPES:
+        return True
+    return request.body_exists
 
 
 def cors_headers(request: web.Request, http: HttpSection) -> dict[str, str]:
@@ -172,8 +186,10 @@ async def read_body(request: web.Request, model: type[M], http: HttpSection) -> 
             f"the request body is larger than {http.max_body_bytes} bytes"
         ) from None
     try:
-        data = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError):
+        data = load_json(raw or b"{}")
+    except TooDeep as exc:
+        raise e.InvalidParams(f"the request body is {exc}") from None
+    except ValueError:  # not JSON, not UTF-8
         raise e.InvalidParams("the request body is not valid JSON") from None
     return parse_model(model, data)
 

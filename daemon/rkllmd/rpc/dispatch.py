@@ -15,6 +15,7 @@ from typing import Any
 
 from jsonrpcserver import async_dispatch_to_serializable
 
+from ..untrusted import MAX_DEPTH, exceeds_depth
 from .errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, error_response
 from .methods import CallContext, Method
 
@@ -56,6 +57,14 @@ class Dispatcher:
         if not isinstance(entry, dict):
             return error_response(None, INVALID_REQUEST, "Invalid Request")
         params = entry.get("params")
+        if isinstance(params, dict) and _well_formed(entry) and exceeds_depth(params):
+            if "id" not in entry:
+                return None
+            return error_response(
+                entry.get("id"),
+                INVALID_PARAMS,
+                f"Invalid params: nested deeper than {MAX_DEPTH} levels",
+            )
         if isinstance(params, list) and _well_formed(entry):
             request_id = entry.get("id")
             if "id" not in entry:

@@ -19,7 +19,14 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import Aborted, BackendCrashed, LoadFailed, RkllmdError, error_from_code
+from ..errors import (
+    Aborted,
+    BackendCrashed,
+    InvalidParams,
+    LoadFailed,
+    RkllmdError,
+    error_from_code,
+)
 from ..props import ModelProps
 from ..requests import (
     BackendDefaults,
@@ -110,13 +117,16 @@ class WorkerProcess:
     # --- commands ------------------------------------------------------------------
 
     async def _send(self, kind: str, **fields: Any) -> None:
+        await self._write(p.encode(kind, **fields))
+
+    async def _write(self, data: bytes) -> None:
         stdin = self._proc.stdin
         assert stdin is not None
         # The stuck check measures silence since the worker was last heard from or given
         # work: a generation after a long idle spell must not count the idle time.
         self.last_activity = time.monotonic()
         try:
-            stdin.write(p.encode(kind, **fields))
+            stdin.write(data)
             await stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             raise BackendCrashed(self.exit_reason or "worker process is gone") from None
@@ -148,11 +158,17 @@ class WorkerProcess:
         self, request: GenerateRequest, abort_grace: float
     ) -> AsyncGenerator[GenerationEvent, None]:
         job_id = next(self._ids)
+        try:
+            command = p.encode(p.GENERATE, id=job_id, request=request.to_dict())
+        except (RecursionError, TypeError):  # the edges limit nesting: never reached
+            raise InvalidParams("the request is nested too deeply") from None
+        # Encoded before the job exists: a request that cannot be sent is refused,
+        # and the worker is never asked to abort a job it never received.
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._jobs[job_id] = queue
         finished = False
         try:
-            await self._send(p.GENERATE, id=job_id, request=request.to_dict())
+            await self._write(command)
             while True:
                 event = self._unpack(await queue.get())
                 # Set before yielding: a consumer may stop iterating at the final event.
