@@ -21,7 +21,7 @@ from .commands import (
 )
 from .context import PROG, Context, ExitCode, UsageError, report_error
 from .doctor import cmd_doctor
-from .paths import resolve_socket_path
+from .paths import choose_socket, tmp_problem
 from .pulling import cmd_pull, cmd_rm
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -199,12 +199,18 @@ def run(
     parsed = parse_args(argv, out, err)
     if isinstance(parsed, int):
         return parsed
+    environ = os.environ if env is None else env
+    choice = choose_socket(parsed.socket, environ)
+    problem = tmp_problem(choice.path) if choice.source == "tmp" else None
+    if problem is not None:
+        print(f"{PROG}: refusing to use {choice.path}: {problem}", file=err)
+        return int(ExitCode.UNREACHABLE)
     ctx = Context(
         stdin=sys.stdin if stdin is None else stdin,
         stdout=out,
         stderr=err,
-        env=os.environ if env is None else env,
-        socket_path=resolve_socket_path(parsed.socket, os.environ if env is None else env),
+        env=environ,
+        socket_path=choice.path,
         json=bool(parsed.json),
         timeout=_timeout(parsed),
     )

@@ -8,10 +8,12 @@ notifications (``method`` and no ``id``), which are handed to a callback.
 from __future__ import annotations
 
 import errno
+import grp
 import json
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -70,13 +72,28 @@ def _connect_error(path: str, exc: OSError) -> DaemonUnreachable:
     if isinstance(exc, ConnectionRefusedError):
         return DaemonUnreachable(f"nothing is listening on {path} (is rkllmd running?)")
     if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM):
-        return DaemonUnreachable(
-            f"permission denied: add yourself to the rkllm group (socket {path})"
-        )
+        return DaemonUnreachable(_denied(path))
     if isinstance(exc, TimeoutError):
         return DaemonTimeout(f"timed out connecting to {path}")
     reason = exc.strerror or str(exc)
     return DaemonUnreachable(f"cannot connect to {path}: {reason}")
+
+
+def _denied(path: str) -> str:
+    """Which group to join: the socket's own (``socket_group`` of the daemon's config),
+    or, when even its folder is closed to us, which folder."""
+    try:
+        st = Path(path).stat()
+    except PermissionError:
+        folder = Path(path).parent
+        return f"permission denied: {folder} is closed to you (socket {path})"
+    except OSError:
+        return f"permission denied (socket {path})"
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return f"permission denied: add yourself to the {group} group (socket {path})"
 
 
 class Connection:

@@ -7,12 +7,15 @@ that ``rkllmctl`` never imports the daemon). Order:
 2. the ``RKLLMD_SOCKET`` environment variable;
 3. ``/run/rkllmd/control.sock`` when that file exists (the system service);
 4. ``$XDG_RUNTIME_DIR/rkllmd/control.sock`` when ``XDG_RUNTIME_DIR`` is set;
-5. ``/tmp/rkllmd-<uid>/control.sock``.
+5. ``/tmp/rkllmd-<uid>/control.sock``: used only when that folder belongs to the
+   user (or root) and nobody else may write to it; anyone could have made it first
+   and put their own socket there (``tmp_problem``).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -61,3 +64,24 @@ def resolve_socket_path(
     """The control socket path (``env`` defaults to ``os.environ``)."""
     environ = os.environ if env is None else env
     return choose_socket(flag, environ, system_path=system_path, uid=uid).path
+
+
+def tmp_problem(path: str, uid: int | None = None) -> str | None:
+    """Why the ``/tmp`` fallback socket at ``path`` must not be trusted, or None.
+
+    The daemon refuses to bind there under the same rule (rpc/sockdir.py)."""
+    folder = Path(path).parent
+    try:
+        st = folder.lstat()
+    except FileNotFoundError:
+        return None  # nothing there: connecting fails with "no control socket"
+    except OSError as exc:
+        return f"{folder} cannot be checked ({exc.strerror})"
+    user = os.getuid() if uid is None else uid
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        return f"{folder} is not a plain folder"
+    if st.st_uid not in (user, 0):
+        return f"{folder} belongs to another user (uid {st.st_uid})"
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        return f"others may write to {folder}"
+    return None

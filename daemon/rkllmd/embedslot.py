@@ -97,6 +97,7 @@ class EmbeddingSlot:
                     options,
                     self._defaults(entry.format),
                     self._live.current.worker.load_timeout_seconds,
+                    root=entry.root,
                 )
             except BaseException:
                 await worker.stop(self._live.current.worker.unload_grace_seconds)

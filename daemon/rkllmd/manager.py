@@ -289,6 +289,7 @@ class ModelManager:
                 replace(options, draft_model=self._draft_path(options.draft_model)),
                 self._defaults(entry.format),
                 self._live.current.worker.load_timeout_seconds,
+                root=entry.root,
             )
         except BaseException as exc:
             await worker.stop(self._live.current.worker.unload_grace_seconds)

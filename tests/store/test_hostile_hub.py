@@ -11,7 +11,9 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,3 +217,30 @@ def test_a_hub_file_name_too_long_for_the_filesystem_is_refused(
     error = pull_error(store_daemon, repo="org/long", include=["*"])
     assert error.data["code"] == "invalid_listing" and hub.gets() == []
     assert tree(store_daemon.models_dir) == set()
+
+
+def test_a_password_in_the_hub_endpoint_is_never_shown(start_daemon: Any, models_dir: Path) -> None:
+    with socket.socket() as reserved:  # bound, not listening: connections are refused
+        reserved.bind(("127.0.0.1", 0))
+        endpoint = f"http://user:s3cret@127.0.0.1:{reserved.getsockname()[1]}"
+        daemon = start_daemon(models_dir, env={"RKLLMD_HUB__ENDPOINT": endpoint})
+        error = pull_error(daemon, repo="org/r")
+    assert error.data["code"] == "hub_unreachable"
+    assert "s3cret" not in json.dumps(error.error) and "***@127.0.0.1" in error.error["message"]
+    assert "s3cret" not in daemon.log()
+
+
+def test_a_password_in_an_invalid_endpoint_is_not_echoed(models_dir: Path) -> None:
+    env = {**os.environ, "RKLLMD_HUB__ENDPOINT": "ftp://user:s3cret@example.org"}
+    argv = [
+        sys.executable,
+        "-m",
+        "rkllmd",
+        "--config",
+        "/dev/null",
+        "--models-dir",
+        str(models_dir),
+    ]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "hub.endpoint" in done.stderr
+    assert "s3cret" not in done.stderr

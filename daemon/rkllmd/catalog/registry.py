@@ -56,6 +56,7 @@ class ModelEntry:
     size_bytes: int
     mtime: float
     meta: ModelMeta = NO_META  # see metadata.py: sidecar, Hub files, pull manifest
+    root: Path | None = None  # the models dir it was listed in (the worker opens it below)
 
     @property
     def modified(self) -> str:
@@ -75,6 +76,7 @@ def _build_entries(
     files: Iterable[Seen],
     metas: dict[str, ModelMeta] | None = None,
     previous: dict[str, ModelEntry] | None = None,
+    root: Path | None = None,
 ) -> tuple[ModelEntry, ...]:
     """The entries of a walk; an unchanged file keeps its entry object from
     ``previous`` (by relpath): with 100,000 files, rebuilding them all on every scan
@@ -106,6 +108,7 @@ def _build_entries(
                 size_bytes=f.size,
                 mtime=f.mtime,
                 meta=meta,
+                root=root,
             )
         )
     return tuple(sorted(entries, key=lambda e: (e.id, e.relpath)))
@@ -421,7 +424,7 @@ class ModelRegistry:
         if walk.failed:
             return _ScanResult(walk)
         settled, due, observed = self._settle_files(walk, complete)
-        entries = _build_entries(settled, walk.meta, self._snap.by_relpath)
+        entries = _build_entries(settled, walk.meta, self._snap.by_relpath, self._dir)
         snap = _Snapshot(entries) if entries != self._snap.entries else None
         return _ScanResult(walk, observed, due, snap, _rejected_keys(walk.rejected))
 

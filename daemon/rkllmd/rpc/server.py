@@ -33,6 +33,7 @@ from typing import Any
 from ..config import ControlSection
 from ..errors import AlreadyRunning, ConfigError, TooManyConnections
 from ..wirejson import dumps_line
+from . import sockdir
 from .dispatch import Dispatcher
 from .errors import INVALID_REQUEST, error_response, rpc_code
 from .methods import CallContext, Peer
@@ -83,8 +84,7 @@ def missing_dirs(path: Path) -> list[Path]:
 
 
 def bind_control_socket(path: Path, group: str | None) -> socket.socket:
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o755 if path.parent.parent == Path("/run") else 0o700, parents=True)
+    sockdir.prepare(path.parent, group)  # made right, or refused (another user's /tmp folder)
     _claim_path(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     # The umask makes the file 0660 from its first instant: no chmod race.
@@ -285,10 +285,14 @@ class ControlServer:
 
     @staticmethod
     async def _until_done_or_hangup(calls: set[asyncio.Task[None]], sock: socket.socket) -> None:
+        if sock.fileno() < 0:
+            # A write to the gone client already failed and the transport closed its
+            # socket: the client hung up, nobody can read what is left.
+            return
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLHUP)
         while calls:
-            if any(event & select.POLLHUP for _, event in poller.poll(0)):
+            if any(event & (select.POLLHUP | select.POLLNVAL) for _, event in poller.poll(0)):
                 logger.debug("control client hung up with %d calls pending", len(calls))
                 return  # the caller's finally cancels what is left
             await asyncio.wait(calls, timeout=HANGUP_POLL_SECONDS)

@@ -14,7 +14,6 @@ import hashlib
 import logging
 import os
 import re
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -31,6 +30,7 @@ from ..errors import (
     PullFailed,
     RepoNotFound,
 )
+from ..safefs import UnsafeEntry, open_regular
 
 logger = logging.getLogger(__name__)
 
@@ -110,12 +110,14 @@ def read_token(cfg: HubSection) -> str | None:
     if cfg.token_file is None:
         return None
     try:
-        with cfg.token_file.open("rb") as handle:
+        # O_NONBLOCK + fstat first: a FIFO there must not hang the pull (safefs.py).
+        with os.fdopen(open_regular(cfg.token_file, follow=True), "rb") as handle:
             st = os.fstat(handle.fileno())
             raw = handle.read(4096)
     except OSError as exc:
-        raise HubUnauthorized(f"hub.token_file cannot be read ({exc.strerror})") from None
-    if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077 or st.st_uid != os.geteuid():
+        reason = "not a regular file" if isinstance(exc, UnsafeEntry) else exc.strerror
+        raise HubUnauthorized(f"hub.token_file cannot be read ({reason})") from None
+    if st.st_mode & 0o077 or st.st_uid != os.geteuid():
         raise HubUnauthorized(
             "hub.token_file must be a file owned by the daemon's user and readable by it "
             "only (chmod 600); refusing to use it"

@@ -32,6 +32,7 @@ from ..requests import (
     embed_item_from_json,
 )
 from . import protocol as p
+from .modelfile import PinnedModel, pin
 
 logger = logging.getLogger("rkllmd.worker")
 
@@ -74,12 +75,17 @@ class Host:
         self._backend: Backend | None = None
         self._jobs: dict[int, tuple[threading.Event, threading.Thread]] = {}
         self._jobs_lock = threading.Lock()
+        self._pinned: PinnedModel | None = None
 
     def handle_load(self, message: dict[str, Any]) -> bool:
         try:
             defaults = BackendDefaults.from_dict(message.get("defaults") or {})
             backend = make_backend(str(message["format"]), defaults)
-            props = backend.load(Path(message["path"]), LoadOptions.from_dict(message["options"]))
+            path = Path(message["path"])
+            if message.get("root"):  # the file the registry listed, opened the checked way
+                self._pinned = pin(str(message["root"]), str(path))
+                path = self._pinned.path
+            props = backend.load(path, LoadOptions.from_dict(message["options"]))
         except RkllmdError as exc:
             self._events.send(
                 p.LOAD_FAILED, code=exc.code, message=exc.message, details=exc.details
@@ -201,6 +207,11 @@ class Host:
         if job is not None:
             job[0].set()
 
+    def release_model_file(self) -> None:
+        if self._pinned is not None:
+            self._pinned.close()
+            self._pinned = None
+
     def shutdown(self) -> None:
         with self._jobs_lock:
             jobs = list(self._jobs.values())
@@ -214,6 +225,13 @@ class Host:
 
 def serve(commands: BinaryIO, events: EventPipe) -> int:
     host = Host(events)
+    try:
+        return _serve(host, commands)
+    finally:
+        host.release_model_file()
+
+
+def _serve(host: Host, commands: BinaryIO) -> int:
     first = commands.readline()
     if not first or not host.handle_load(p.decode(first)):
         return 0

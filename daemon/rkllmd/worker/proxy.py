@@ -45,6 +45,21 @@ logger = logging.getLogger(__name__)
 
 
 _CRASHED = object()
+# A worker that used at least this share of one CPU over a grace period is computing
+# (a prompt's evaluation), not stuck; a runtime waiting on nothing uses almost none.
+_BUSY_SHARE = 0.2
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux), None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:  # noqa: PTH123 - procfs, tiny
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 ExitCallback = Callable[["WorkerProcess", str], None]
 
 
@@ -138,10 +153,14 @@ class WorkerProcess:
         options: LoadOptions,
         defaults: BackendDefaults,
         deadline: float,
+        root: Path | None = None,
     ) -> ModelProps:
+        """``root``: the models dir ``path`` was listed in; the worker then opens the
+        file below it without following links (worker/modelfile.py)."""
         await self._send(
             p.LOAD,
             path=str(path),
+            root=str(root) if root is not None else None,
             format=fmt,
             options=options.to_dict(),
             defaults=defaults.to_dict(),
@@ -167,10 +186,12 @@ class WorkerProcess:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._jobs[job_id] = queue
         finished = False
+        prefilled = False  # a first event came: the prompt has been evaluated
         try:
             await self._write(command)
             while True:
                 event = self._unpack(await queue.get())
+                prefilled = True
                 # Set before yielding: a consumer may stop iterating at the final event.
                 finished = isinstance(event, DoneEvent)
                 yield event
@@ -181,7 +202,7 @@ class WorkerProcess:
             raise
         finally:
             if not finished:
-                await self._abort(job_id, queue, abort_grace)
+                await self._abort(job_id, queue, abort_grace, prefilled)
             self._jobs.pop(job_id, None)
 
     async def embed(self, texts: Sequence[EmbedItem]) -> tuple[list[list[float]], int]:
@@ -249,12 +270,25 @@ class WorkerProcess:
             return DoneEvent(message["finish_reason"], usage, message.get("perf"), choices)
         raise error_from_code(message["code"], message["message"], **(message.get("details") or {}))
 
-    async def _abort(self, job_id: int, queue: asyncio.Queue[Any], grace: float) -> None:
-        """Stop a generation the consumer walked away from, and wait until it has."""
+    async def _abort(
+        self, job_id: int, queue: asyncio.Queue[Any], grace: float, prefilled: bool
+    ) -> None:
+        """Stop a generation the consumer walked away from, and wait until it has.
+
+        A backend sees an abort between steps. While it generates, a step is one token:
+        past ``grace`` after the abort, tokens still coming mean the abort was ignored
+        and the worker is killed. A prompt's evaluation is one step that can take far
+        longer (a 2,048-token batch on a small CPU: tens of seconds), and killing a
+        healthy worker for it unloads the model. So before the first event, the grace
+        is renewed while the worker keeps computing (its CPU time advances): the wait
+        ends with the step. A worker that is silent and idle for a whole grace (a
+        runtime that ignores the abort and waits) is killed as before."""
         if not self.alive:
             return
         with contextlib.suppress(BackendCrashed):
             await self._send(p.ABORT, id=job_id)
+        if not prefilled and not await self._evaluated(queue, grace):
+            return
         try:
             async with asyncio.timeout(grace):
                 while True:
@@ -262,8 +296,28 @@ class WorkerProcess:
                     if message is _CRASHED or message["kind"] in (p.DONE, p.ERROR):
                         return
         except TimeoutError:
-            logger.error("worker did not stop generating within %.1f s of abort; killing it", grace)
-            self.kill("the worker did not stop after an abort")
+            self._kill_after_abort(grace)
+
+    async def _evaluated(self, queue: asyncio.Queue[Any], grace: float) -> bool:
+        """Wait out a prompt's evaluation: True when it produced a token (the grace
+        then applies), False when the job ended, or the worker was killed."""
+        busy = _cpu_seconds(self.pid)
+        while True:
+            try:
+                message = await asyncio.wait_for(queue.get(), grace)
+            except TimeoutError:
+                now = _cpu_seconds(self.pid)
+                if now is None or busy is None or now - busy < grace * _BUSY_SHARE:
+                    self._kill_after_abort(grace)
+                    return False
+                busy = now  # still evaluating the prompt: another grace
+                continue
+            ended = message is _CRASHED or message["kind"] in (p.DONE, p.ERROR)
+            return not ended
+
+    def _kill_after_abort(self, grace: float) -> None:
+        logger.error("worker did not stop generating within %.1f s of abort; killing it", grace)
+        self.kill("the worker did not stop after an abort")
 
     async def stop(self, grace: float) -> None:
         """Ask the worker to exit; kill it if it has not within ``grace`` seconds."""
