@@ -57,7 +57,13 @@ class FakeWorker:
         return self.exit_reason is None
 
     async def load(
-        self, path: Path, fmt: str, options: LoadOptions, defaults: BackendDefaults, deadline: float
+        self,
+        path: Path,
+        fmt: str,
+        options: LoadOptions,
+        defaults: BackendDefaults,
+        deadline: float,
+        root: Path | None = None,
     ) -> ModelProps:
         self.factory.loads.append(path.name)
         await self.factory.load_gate.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import io
 import json
 import os
@@ -176,15 +177,20 @@ def test_stale_socket_file_exits_3(tmp_path: Path) -> None:
     assert "nothing is listening" in result.stderr
 
 
-def test_permission_denied_names_the_group(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_permission_denied_names_the_group(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     class DeniedSocket(socket.socket):
         def connect(self, address: Any) -> None:
             raise PermissionError(errno.EACCES, "Permission denied")
 
+    path = tmp_path / "denied.sock"
+    path.touch()
+    group = grp.getgrgid(path.stat().st_gid).gr_name  # the socket's own group, whatever
     monkeypatch.setattr(socket, "socket", DeniedSocket)
-    result = ctl("--socket", "/tmp/rk-denied.sock", "status")
+    result = ctl("--socket", str(path), "status")
     assert result.code == 3
-    assert "permission denied: add yourself to the rkllm group" in result.stderr
+    assert f"permission denied: add yourself to the {group} group" in result.stderr
 
 
 def test_unreachable_with_json_prints_error_object() -> None:
