@@ -16,13 +16,13 @@ RockchipLlama's load body (``model``); ``model_name`` picks TabbyAPI's.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from aiohttp import web
 from pydantic import RootModel
 
 from .... import errors as e
+from ....untrusted import load_json as parse_json
 from ....views import ModelView, Resident
 from ...edge import Access, key_access, read_body
 from ...routing import Route
@@ -129,7 +129,7 @@ async def load_json(request: web.Request) -> web.Response:
 async def load(request: web.Request) -> web.StreamResponse:
     """The Go client's path: JSON by default, SSE when asked for."""
     try:
-        stream = json.loads(await request.read() or b"{}").get("stream") is True
+        stream = parse_json(await request.read() or b"{}").get("stream") is True
     except (ValueError, UnicodeDecodeError, AttributeError):
         stream = False  # read_body reports the body's problem
     if wants_stream(request, stream):
@@ -146,7 +146,7 @@ async def shared_load(request: web.Request) -> web.StreamResponse:
     """One path, two dialects: a body naming ``model_name`` (or ``name``) without
     ``model`` is TabbyAPI's Go client, anything else RockchipLlama's."""
     try:
-        data = json.loads(await request.read() or b"{}")
+        data = parse_json(await request.read() or b"{}")  # no nesting beyond 64 levels
     except (ValueError, UnicodeDecodeError):
         data = None
     if isinstance(data, dict) and "model" not in data and ("model_name" in data or "name" in data):
