@@ -102,17 +102,19 @@ class FileProgress:
 class _Part:
     """The ``.part`` being filled: its descriptor and the running digest of its bytes.
 
-    Writes run in the lane one at a time; ``settle`` waits for the one in flight, so
-    the descriptor is never closed (and its number reused) under a write."""
+    One write at a time runs in the lane while the next chunk arrives from the network
+    (``write`` returns once the previous write is done); ``settle`` waits for the one
+    in flight, so the descriptor is never closed (and its number reused) under it."""
 
     def __init__(self, f: RepoFile, fd: int, lane: Lane) -> None:
         self.file, self.fd, self._lane = f, fd, lane
         self.digest = new_hash(f)
-        self.size = 0
-        self._writing: asyncio.Future[None] | None = None
+        self.size = 0  # bytes handed to the lane
+        self._writing: asyncio.Future[Any] | None = None
 
     async def resume(self) -> int:
         """Hash what an earlier attempt left; a part longer than the file starts over."""
+        await self._drain()
         size = os.fstat(self.fd).st_size
         if size > self.file.size:
             await self.restart()
@@ -127,23 +129,29 @@ class _Part:
         self.digest, self.size = new_hash(self.file), 0
 
     async def write(self, data: bytes) -> None:
-        await self._in_lane(_write_and_hash, self.fd, data, self.digest)
+        await self._drain()
+        self._writing = asyncio.ensure_future(
+            self._lane.run(_write_and_hash, self.fd, data, self.digest)
+        )
         self.size += len(data)
 
     async def finish(self) -> str:
         await self._in_lane(os.fsync, self.fd)
         return str(self.digest.hexdigest())
 
-    async def _in_lane(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._writing = asyncio.ensure_future(self._lane.run(fn, *args))
-        try:
+    async def _drain(self) -> None:
+        """The write in flight, done (its error raised)."""
+        if self._writing is not None:
             await asyncio.shield(self._writing)
-        finally:
-            if self._writing.done():
-                self._writing = None
+            self._writing = None
+
+    async def _in_lane(self, fn: Callable[..., Any], *args: Any) -> None:
+        await self._drain()
+        self._writing = asyncio.ensure_future(self._lane.run(fn, *args))
+        await self._drain()
 
     async def settle(self) -> None:
-        """Wait for a write still running in the lane (after a cancel)."""
+        """Wait for a write still running in the lane (after a cancel or a failure)."""
         if self._writing is not None:
             with contextlib.suppress(BaseException):
                 await self._writing
@@ -304,24 +312,27 @@ async def _receive(
     progress: FileProgress,
 ) -> None:
     stall = _StallDetector(source.stall_seconds)
-    pending = bytearray()
+    pending: list[bytes] = []
+    gathered = 0
     try:
         while chunk := await response.content.readany():
-            if part.size + len(pending) + len(chunk) > f.size:
+            if part.size + gathered + len(chunk) > f.size:
                 pending.clear()  # none of it is kept: the body is not the listed file
                 raise _too_long(listing, f)
-            pending += chunk
+            pending.append(chunk)
+            gathered += len(chunk)
             progress.fetched += len(chunk)
             stall.received(len(chunk))
-            if len(pending) >= _WRITE_BYTES:
+            if gathered >= _WRITE_BYTES:
                 await _flush(part, pending, progress)
+                gathered = 0
     finally:
         if pending:  # a cut connection or a stall: what did arrive is kept for the resume
             await _flush(part, pending, progress)
 
 
-async def _flush(part: _Part, pending: bytearray, progress: FileProgress) -> None:
-    data = bytes(pending)
+async def _flush(part: _Part, pending: list[bytes], progress: FileProgress) -> None:
+    data = pending[0] if len(pending) == 1 else b"".join(pending)
     pending.clear()
     await part.write(data)
     progress.done = part.size
