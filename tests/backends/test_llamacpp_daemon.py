@@ -153,11 +153,15 @@ def test_the_queue_and_503_count_generations_not_requests(
     }
     sessions = [requests.Session() for _ in range(3)]
     url = daemon.http_url + "/v1/chat/completions"
+    running: list[requests.Response] = []
     try:
-        running = [s.post(url, json=body, stream=True, timeout=120) for s in sessions[:2]]
-        for response in running:
+        running += [s.post(url, json=body, stream=True, timeout=120) for s in sessions[:2]]
+        # The line iterators stay referenced: urllib3 closes the connection when a
+        # chunked read's generator is dropped, and the daemon would see a hang-up.
+        streams = [response.iter_lines() for response in running]
+        for response, lines in zip(running, streams):
             assert response.status_code == 200
-            next(response.iter_lines())  # both generate at once: two slots
+            next(lines)  # both generate at once: two slots
         assert daemon.call("status")["slots"]["busy"] == 2
         queued = threading.Thread(
             target=lambda: sessions[2].post(url, json=body, stream=True, timeout=120).close()
@@ -171,6 +175,8 @@ def test_the_queue_and_503_count_generations_not_requests(
         metrics = requests.get(daemon.http_url + "/metrics", timeout=30).text
         assert 'rkllmd_slots{state="busy"} 2.0' in metrics
     finally:
+        for response in running:  # a streaming response holds its connection outside the pool
+            response.close()
         for session in sessions:
             session.close()
     # Hanging up frees the slots: every generation ends as aborted.
