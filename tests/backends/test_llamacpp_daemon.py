@@ -159,7 +159,7 @@ def test_the_queue_and_503_count_generations_not_requests(
         # The line iterators stay referenced: urllib3 closes the connection when a
         # chunked read's generator is dropped, and the daemon would see a hang-up.
         streams = [response.iter_lines() for response in running]
-        for response, lines in zip(running, streams):
+        for response, lines in zip(running, streams, strict=True):
             assert response.status_code == 200
             next(lines)  # both generate at once: two slots
         assert daemon.call("status")["slots"]["busy"] == 2
