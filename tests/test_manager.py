@@ -17,6 +17,7 @@ from rkllmd.config import Config, LiveConfig
 from rkllmd.errors import (
     BackendCrashed,
     LoadFailed,
+    ModelHasNoVision,
     ModelNotFound,
     NoModelLoaded,
     QueueFull,
@@ -30,6 +31,7 @@ from rkllmd.requests import (
     DoneEvent,
     GenerateRequest,
     GenerationEvent,
+    ImageInput,
     LoadOptions,
     TokenEvent,
     Usage,
@@ -71,7 +73,10 @@ class FakeWorker:
             raise LoadFailed("llama.cpp could not load the model")
         self.loaded = path
         n_ctx = options.ctx_size or defaults.ctx_size or 0
-        return ModelProps("fake", "0", n_ctx, None, 1, None, "fallback", slots=self.factory.slots)
+        vision = path.name in self.factory.seeing
+        return ModelProps(
+            "fake", "0", n_ctx, None, 1, None, "fallback", slots=self.factory.slots, vision=vision
+        )
 
     async def generate(
         self, request: GenerateRequest, abort_grace: float
@@ -114,6 +119,7 @@ class Factory:
         self.loads: list[str] = []
         self.broken: set[str] = set()
         self.slots = 1  # generations each loaded model runs at once
+        self.seeing: set[str] = set()  # model files loaded with vision
         self.load_gate = asyncio.Event()
         self.load_gate.set()
         self.generation_gate = asyncio.Event()
@@ -463,3 +469,22 @@ async def test_list_follows_the_registry_and_the_resident_model(
         ("beta", False),
         ("gamma", True),
     ]
+
+
+# --- images --------------------------------------------------------------------------
+
+PICTURE = ImageInput(b"\x89PNG-not-decoded-here", "image/png", 4, 4)
+WITH_IMAGE = GenerateRequest(messages=(ChatMessage("user", "what is it?", images=(PICTURE,)),))
+
+
+async def test_images_reach_only_a_model_that_can_see(
+    manager: ModelManager, factory: Factory
+) -> None:
+    factory.seeing.add("beta.gguf")
+    with pytest.raises(ModelHasNoVision) as refused:
+        async with manager.generation(WITH_IMAGE, "alpha"):
+            pytest.fail("a model without vision got an image")
+    assert refused.value.details == {"model": "alpha", "images": 1}
+    assert manager.status().model == "alpha"  # refused after the load, nothing generated
+    async with manager.generation(WITH_IMAGE, "beta") as gen:
+        assert [e async for e in gen.events if isinstance(e, TokenEvent)]

@@ -24,10 +24,10 @@ import binascii
 import re
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from .config import VisionSection
 from .errors import InvalidImage, ModelHasNoVision
+from .requests import ImageInput as ImageInput
 
 JPEG, PNG, WEBP = "image/jpeg", "image/png", "image/webp"
 MIME_TYPES = (JPEG, PNG, WEBP)
@@ -36,20 +36,6 @@ _DATA_URL = re.compile(r"data:([^;,]*)(;base64)?,", re.IGNORECASE)
 _WHITESPACE = re.compile(rb"[ \t\r\n]+")
 # JPEG start-of-frame markers (they carry the dimensions); C4, C8 and CC are not frames.
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-
-
-@dataclass(frozen=True, slots=True)
-class ImageInput:
-    """One validated image: its bytes, what they are, and how large they are."""
-
-    data: bytes
-    mime_type: str
-    width: int
-    height: int
-
-    @property
-    def pixels(self) -> int:
-        return self.width * self.height
 
 
 def decode_images(

@@ -31,6 +31,7 @@ from .errors import (
     InvalidParams,
     LoadFailed,
     LoadNotPermitted,
+    ModelHasNoVision,
     ModelPinned,
     NoModelLoaded,
     RkllmdError,
@@ -644,6 +645,14 @@ def _check_supported(request: GenerateRequest, model_id: str, props: ModelProps)
             f"n={request.n} needs {request.n} parallel generations; "
             f"{model_id} runs {props.slots} at once",
             param="n",
+        )
+    images = len(request.images)
+    if images and not props.vision:
+        raise ModelHasNoVision(
+            f"{model_id} cannot see images; send the request without them or use a "
+            "model with a vision projector or encoder",
+            model=model_id,
+            images=images,
         )
     if request.logprobs is not None and not props.logprobs:
         raise InvalidParams(

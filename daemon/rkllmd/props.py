@@ -31,6 +31,10 @@ class ModelProps:
     # The backend constrains sampling with ``Sampling.grammar`` (llama.cpp); without
     # it, structured replies rest on the prompt instruction and checks with retries.
     grammar: bool = False
+    # The model can see images (``ChatMessage.images``): llama.cpp with a multimodal
+    # projector paired at load, RKLLM with a ``.rknn`` vision encoder. Requests with
+    # images for a model without it are refused (model_has_no_vision).
+    vision: bool = False
     notes: tuple[str, ...] = ()
     # Native runtime facts (RKLLM: library, version, driver, struct sizes).
     runtime: Facts | None = None

@@ -7,6 +7,7 @@ pipe as JSON (``to_dict``/``from_dict``), where the backends consume them.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -121,6 +122,40 @@ class Sampling:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageInput:
+    """One image a message carries: its bytes as the client sent them (decoded from
+    base64 and checked at the edge by ``rkllmd.images``), what they are, and how large
+    they are. Backends decode the pixels themselves, in the worker."""
+
+    data: bytes
+    mime_type: str
+    width: int
+    height: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    def to_dict(self) -> dict[str, Any]:
+        # The worker pipe is JSON: the bytes travel as base64.
+        return {
+            "data": base64.b64encode(self.data).decode("ascii"),
+            "mime_type": self.mime_type,
+            "width": self.width,
+            "height": self.height,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImageInput:
+        return cls(
+            base64.b64decode(data["data"]),
+            str(data["mime_type"]),
+            int(data["width"]),
+            int(data["height"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: str
     content: str
@@ -128,6 +163,10 @@ class ChatMessage:
     # "arguments"}}) and the ``tool_call_id`` a tool result answers.
     tool_calls: tuple[dict[str, Any], ...] = ()
     tool_call_id: str | None = None
+    # Images that come with the text, in order. The backend places them before the
+    # text of the message (each where its chat template puts an image); only models
+    # whose props say ``vision`` get any (the manager refuses the rest).
+    images: tuple[ImageInput, ...] = ()
 
     def to_template(self) -> dict[str, Any]:
         """The message as chat templates expect it."""
@@ -138,6 +177,17 @@ class ChatMessage:
             message["tool_call_id"] = self.tool_call_id
         return message
 
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "role": self.role,
+            "content": self.content,
+            "tool_calls": list(self.tool_calls),
+            "tool_call_id": self.tool_call_id,
+        }
+        if self.images:
+            data["images"] = [image.to_dict() for image in self.images]
+        return data
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChatMessage:
         return cls(
@@ -145,6 +195,7 @@ class ChatMessage:
             content=data.get("content") or "",
             tool_calls=tuple(data.get("tool_calls") or ()),
             tool_call_id=data.get("tool_call_id"),
+            images=tuple(ImageInput.from_dict(i) for i in data.get("images") or ()),
         )
 
 
@@ -173,8 +224,17 @@ class GenerateRequest:
     n: int = 1
     logprobs: int | None = None
 
+    @property
+    def images(self) -> tuple[ImageInput, ...]:
+        """Every image of the conversation, in order."""
+        return tuple(image for message in self.messages for image in message.images)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not asdict() over the messages: image bytes are not JSON (and not deep-copied).
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "messages"}
+        data["sampling"] = asdict(self.sampling)
+        data["messages"] = [message.to_dict() for message in self.messages]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerateRequest:

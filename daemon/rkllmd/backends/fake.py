@@ -13,7 +13,10 @@ It behaves like a small chat model where the transports can see it:
 - prompts are counted in whitespace-separated tokens and must fit the context;
 - each token takes ``_RKLLMD_TEST_FAKE_TOKEN_SECONDS`` (default 2 ms), so streams,
   aborts and queues behave as they do with a real model;
-- embeddings are unit vectors derived from the text's hash.
+- embeddings are unit vectors derived from the text's hash;
+- it sees images when a projector (``*mmproj*.gguf``) sits next to the model file:
+  each image is ``IMAGE_TOKENS`` prompt tokens derived from its bytes, so different
+  images give different replies and the same image the same one.
 """
 
 from __future__ import annotations
@@ -28,14 +31,24 @@ from pathlib import Path
 
 from ..errors import ContextLengthExceeded, InvalidParams, LoadFailed, UnsupportedByModel
 from ..props import ModelProps
-from ..requests import BackendDefaults, EmbedItem, GenerateRequest, LoadOptions, Sampling, Usage
+from ..requests import (
+    BackendDefaults,
+    ChatMessage,
+    EmbedItem,
+    GenerateRequest,
+    LoadOptions,
+    Sampling,
+    Usage,
+)
 from .base import EmbedResult, EmitText, GenerateResult, pick_option
+from .companion import find_companion
 from .textstream import TextStream
 
 TOKEN_SECONDS_ENV = "_RKLLMD_TEST_FAKE_TOKEN_SECONDS"  # noqa: S105 - a name, not a secret
 DEFAULT_CTX = 4096
 TRAIN_CTX = 32768
 EMBEDDING_SIZE = 256
+IMAGE_TOKENS = 16
 TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -69,6 +82,7 @@ class FakeBackend:
             threads=1,
             chat_template=template or TEMPLATE,
             chat_template_source="override" if template else "model",
+            vision=find_companion(path, ".gguf", "mmproj") is not None,
             details={"name": path.stem},
         )
 
@@ -139,7 +153,7 @@ class FakeBackend:
             return " ".join(_words(request.prompt_tokens))
         if request.prompt is not None:
             return request.prompt
-        turns = [f"<|im_start|>{m.role}\n{m.content}<|im_end|>" for m in request.messages]
+        turns = [f"<|im_start|>{m.role}\n{_content(m)}<|im_end|>" for m in request.messages]
         return "\n".join([*turns, "<|im_start|>assistant"])
 
     @staticmethod
@@ -151,6 +165,15 @@ class FakeBackend:
         knobs += [s.presence_penalty, s.frequency_penalty]
         digest = hashlib.sha256(f"{prompt}\0{knobs}".encode()).digest()
         return int.from_bytes(digest[:8], "little")
+
+
+def _content(message: ChatMessage) -> str:
+    """The message's text after its images, each IMAGE_TOKENS words from its bytes."""
+    seen: list[str] = []
+    for image in message.images:
+        digest = hashlib.sha256(image.data).hexdigest()
+        seen.extend(f"<img{i}:{digest[:12]}>" for i in range(IMAGE_TOKENS))
+    return " ".join([*seen, message.content])
 
 
 def _check_file(path: Path) -> None:

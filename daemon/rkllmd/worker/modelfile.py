@@ -28,6 +28,9 @@ from ..errors import LoadFailed
 from ..safefs import Folder, is_link_error
 
 SIBLING_MAX_BYTES = 64 * 1024 * 1024  # tokenizers, templates, configs: never other models
+# Vision companions of any size: a llama.cpp projector (``*mmproj*.gguf``) and an RKLLM
+# model's ``.rknn`` encoder (see backends/companion.py).
+_COMPANION = re.compile(r"(.*mmproj.*\.gguf|.*\.rknn)", re.IGNORECASE)
 MAX_SIBLINGS = 64
 _SPLIT = re.compile(r"(.*)-\d{5}-of-\d{5}\.gguf", re.IGNORECASE)
 
@@ -92,7 +95,8 @@ def _siblings(folder: Folder, model: str) -> list[tuple[str, int]]:
         part = split is not None and name.startswith(split.group(1) + "-")
         try:
             st = folder.lstat(name)
-            if not stat.S_ISREG(st.st_mode) or (st.st_size > SIBLING_MAX_BYTES and not part):
+            large_ok = part or _COMPANION.fullmatch(name) is not None
+            if not stat.S_ISREG(st.st_mode) or (st.st_size > SIBLING_MAX_BYTES and not large_ok):
                 continue
             found.append((name, folder.open_read(name)))
         except OSError:  # vanished, swapped: not visible to the backend
