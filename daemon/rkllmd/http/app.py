@@ -11,7 +11,7 @@ import logging
 from aiohttp import web
 
 from .. import errors as e
-from . import ops, pulls, removal
+from . import ops, pulls, removal, state
 from .cards import CARD_CACHE, CardCache
 from .dialects import ollama, ollama_models, openai, responses, rockchip, simplechat, tabby
 from .edge import HostRules, check_auth, check_origin, cors_headers, to_error_response
@@ -19,6 +19,7 @@ from .openapi import openapi
 from .routing import Handler, Route
 from .services import SERVICES, Services
 from .streaming import say_unresolved
+from .ui import add_console
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ HOST_RULES = web.AppKey("host_rules", HostRules)
 # fixed /v1/models/... paths of the management dialects.
 ROUTES: tuple[Route, ...] = (
     *ops.ROUTES,
+    *state.ROUTES,
     *rockchip.ROUTES,
     *pulls.ROUTES,
     *tabby.ROUTES,
@@ -59,7 +61,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             )
         else:
             check_origin(request, http)
-            check_auth(request, http, admin)
+            if not getattr(handler, "rkllmd_public", False):  # the console's static files
+                check_auth(request, http, admin)
             response = await handler(request)
     except e.RkllmdError as exc:
         response = to_error_response(exc, request.path)
@@ -140,4 +143,5 @@ def build_app(services: Services) -> web.Application:
 
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/docs", docs)
+    add_console(app.router)
     return app

@@ -10,6 +10,26 @@ from .. import __version__
 from . import schemas as s
 from .routing import Route
 
+REF_PREFIX = "#/components/schemas/"
+
+
+def resolve_refs(node: Any, schemas: dict[str, Any], seen: frozenset[str] = frozenset()) -> Any:
+    """``node`` with every ``$ref`` to a component replaced by the component itself,
+    for readers that do not follow references (the /docs page). A schema that
+    contains itself keeps its ``$ref`` where it recurs."""
+    if isinstance(node, list):
+        return [resolve_refs(item, schemas, seen) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith(REF_PREFIX):
+        name = ref[len(REF_PREFIX) :]
+        if name in schemas and name not in seen:
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            return resolve_refs({**schemas[name], **rest}, schemas, seen | {name})
+        return node
+    return {key: resolve_refs(value, schemas, seen) for key, value in node.items()}
+
 
 def openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
     bodies = sorted({r.body for r in routes if r.body is not None}, key=lambda m: m.__name__)
@@ -50,6 +70,10 @@ def openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
         paths.setdefault(path, {})[route.method.lower()] = op
     paths["/openapi.json"] = {"get": {"summary": "This document", "responses": _responses()}}
     paths["/docs"] = {"get": {"summary": "Human-readable API reference", "responses": _responses()}}
+    for page in ("/", "/ui/"):
+        paths[page] = {
+            "get": {"summary": "The web console (docs/console.md)", "responses": _responses()}
+        }
     return {
         "openapi": "3.1.0",
         "info": {"title": "rkllmd HTTP API", "version": __version__},

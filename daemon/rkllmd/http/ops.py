@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from ..views import LoadFailure, State
+from .openapi import resolve_refs
 from .routing import Route
 from .services import services
 
@@ -55,7 +56,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def docs_page(spec: dict[str, Any]) -> str:
-    """A self-contained page (no CDN: boards are often offline)."""
+    """A self-contained page (no CDN: boards are often offline); each body is shown
+    with its references resolved, so it reads without the components section."""
+    schemas = spec["components"]["schemas"]
     rows = []
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
@@ -65,7 +68,8 @@ def docs_page(spec: dict[str, Any]) -> str:
                 .get("application/json", {})
                 .get("schema")
             )
-            body = f"<pre>{html.escape(json.dumps(schema, indent=1))}</pre>" if schema else ""
+            shown = resolve_refs(schema, schemas)
+            body = f"<pre>{html.escape(json.dumps(shown, indent=1))}</pre>" if schema else ""
             rows.append(
                 f"<section><h3><code>{method.upper()} {html.escape(path)}</code></h3>"
                 f"<p>{html.escape(op.get('summary', ''))}</p>{body}</section>"

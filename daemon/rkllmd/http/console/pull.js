@@ -1,0 +1,80 @@
+// The pull view: POST /v1/models/download with SSE progress (bytes, rate, ETA);
+// Cancel aborts the request, and the daemon cancels a pull nobody waits for
+// (what was fetched stays staged, so pulling again resumes).
+
+import { events, errorOf } from './api.js';
+import { h, clear, bytes, duration, toast } from './dom.js';
+
+const pull = { controller: null, progress: null, outcome: null, error: null };
+let root = null;
+
+function patterns(text) {
+  return text.split(/[\s,]+/).map((p) => p.trim()).filter(Boolean);
+}
+
+async function start(form) {
+  const data = new FormData(form);
+  const body = { repo_id: String(data.get('repo')).trim(), include: patterns(String(data.get('include'))), stream: true };
+  const revision = String(data.get('revision') || '').trim();
+  if (revision) body.revision = revision;
+  pull.controller = new AbortController();
+  pull.progress = { stage: 'starting', fraction: 0 };
+  pull.outcome = null;
+  pull.error = null;
+  render();
+  try {
+    for await (const { data: event } of events('POST', '/v1/models/download', body, pull.controller.signal)) {
+      if (event.error) throw errorOf(event, 500);
+      if (event.stage === 'done') {
+        const result = event.result || {};
+        pull.outcome = `Pulled ${result.repo || body.repo_id}: ${(result.models || []).join(', ') || 'done'}`;
+        break;
+      }
+      pull.progress = event;
+      render();
+    }
+  } catch (err) {
+    pull.error = err.name === 'AbortError' ? 'Cancelled; pulling the same repo again resumes.' : `${err.message} (${err.code})`;
+  }
+  pull.controller = null;
+  render();
+  if (pull.outcome) toast(pull.outcome, 'ok');
+}
+
+function progressView(p) {
+  const fraction = typeof p.fraction === 'number' ? p.fraction : null;
+  const bar = h('progress', { id: 'pull-bar', max: 1 });
+  if (fraction !== null) bar.value = fraction;
+  const facts = [
+    p.stage,
+    p.file ? `${p.file}${p.files_total ? ` (${p.file_index}/${p.files_total})` : ''}` : null,
+    p.total ? `${bytes(p.bytes)} of ${bytes(p.total)}` : null,
+    p.rate ? `${bytes(p.rate)}/s` : null,
+    p.eta_s !== null && p.eta_s !== undefined ? `ETA ${duration(p.eta_s)}` : null,
+  ].filter(Boolean);
+  return h('div', { id: 'pull-progress', class: 'panel' }, bar, h('p', { id: 'pull-facts' }, facts.join(' · ')));
+}
+
+function render() {
+  if (!root) return;
+  clear(root);
+  const running = pull.controller !== null;
+  root.append(
+    h('h2', {}, 'Pull a model'),
+    h('form', { id: 'pull-form', class: 'stack', onsubmit: (ev) => { ev.preventDefault(); if (!running) start(ev.target); } },
+      h('label', {}, 'Repository ', h('input', { id: 'pull-repo', name: 'repo', required: true, placeholder: 'owner/name', pattern: '[^/\\s]+/[^/\\s]+' })),
+      h('label', {}, 'Include patterns ', h('input', { id: 'pull-include', name: 'include', placeholder: '*Q4_K_M.gguf (space or comma separated; empty: the repo\'s model files)' })),
+      h('label', {}, 'Revision ', h('input', { id: 'pull-revision', name: 'revision', placeholder: 'main' })),
+      h('div', { class: 'row' },
+        h('button', { id: 'pull-start', type: 'submit', disabled: running }, 'Pull'),
+        h('button', { id: 'pull-cancel', type: 'button', disabled: !running, onclick: () => pull.controller && pull.controller.abort() }, 'Cancel'))),
+    pull.progress && running ? progressView(pull.progress) : null,
+    pull.outcome ? h('p', { id: 'pull-outcome', class: 'ok' }, pull.outcome) : null,
+    pull.error ? h('p', { id: 'pull-error', class: 'error' }, pull.error) : null,
+  );
+}
+
+export function mountPull(el) {
+  root = el;
+  render();
+}
