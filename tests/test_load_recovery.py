@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from rkllmd.catalog.registry import ModelRegistry
-from rkllmd.errors import LoadFailed
+from rkllmd.errors import DraftIncompatible, LoadFailed
 from rkllmd.manager import ModelManager
 from rkllmd.requests import LoadOptions
 
@@ -117,3 +117,29 @@ async def test_a_first_load_that_fails_leaves_nothing_to_restore(
     assert (status.state, status.model) == ("failed", "beta")
     assert status.load_failure is not None and status.load_failure.restored is None
     assert factory.loads == ["beta.gguf"]
+
+
+async def test_speculation_that_cannot_work_is_refused_before_unloading(
+    tmp_path: Path, factory: Factory
+) -> None:
+    """A draft (or prompt lookup) for a model on the NPU, or a draft that is not a GGUF:
+    ``draft_incompatible`` before the resident model is touched."""
+    for name in ("alpha.gguf", "npu.rkllm", "npu-draft.rkllm"):
+        put(tmp_path / name)
+    registry = ModelRegistry(tmp_path)
+    await registry.scan()
+    manager = make_manager(registry, factory)
+    await manager.load("alpha")
+    refused = [
+        ("npu", LoadOptions(draft_model="alpha")),
+        ("npu", LoadOptions(lookup_ngram=3)),
+        ("alpha", LoadOptions(draft_model="npu-draft")),
+    ]
+    for model, options in refused:
+        with pytest.raises(DraftIncompatible):
+            await manager.load(model, options)
+    status = manager.status()
+    assert (status.state, status.model) == ("ready", "alpha")
+    assert len(factory.workers) == 1 and not factory.workers[0].stopped
+    # A GGUF drafting for a GGUF reaches the worker, as the draft's file.
+    assert (await manager.load("alpha", LoadOptions(draft_model="alpha"))).model == "alpha"

@@ -76,6 +76,14 @@ class UnsupportedByModel(InvalidParams):
     code = "unsupported_by_model"
 
 
+class DraftIncompatible(InvalidParams):
+    """Speculative decoding asked for where it cannot work: a draft model that is not
+    a GGUF or whose vocabulary differs from the model's, or a model on the NPU (the
+    RKLLM runtime has no draft support)."""
+
+    code = "draft_incompatible"
+
+
 class ContextLengthExceeded(InvalidParams):
     """The prompt does not fit the loaded model's context window."""
 

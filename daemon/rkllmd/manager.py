@@ -28,6 +28,7 @@ from .catalog.registry import ModelEntry, ModelRegistry
 from .config import LiveConfig
 from .embedslot import EmbeddingSlot
 from .errors import (
+    DraftIncompatible,
     InvalidParams,
     LoadFailed,
     LoadNotPermitted,
@@ -99,6 +100,11 @@ def _check_options(entry: ModelEntry, options: LoadOptions) -> None:
         raise LoadFailed(
             f"ctx_size {options.ctx_size} exceeds the model's limit of {limit} tokens",
             limit=limit,
+        )
+    if entry.format != "gguf" and (options.draft_model or options.lookup_ngram):
+        raise DraftIncompatible(
+            f"speculative decoding needs llama.cpp: {entry.id} runs on the NPU runtime, "
+            "which has no draft support"
         )
 
 
@@ -363,7 +369,7 @@ class ModelManager:
             return None
         entry = self._registry.resolve(name)
         if entry.format != "gguf":
-            raise LoadFailed(f"the draft model {entry.id} is not a GGUF model")
+            raise DraftIncompatible(f"the draft model {entry.id} is not a GGUF model")
         return str(entry.path)
 
     async def unload(self) -> Status:

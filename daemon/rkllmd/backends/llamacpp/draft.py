@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ...errors import LoadFailed
+from ...errors import DraftIncompatible, LoadFailed
 from ...requests import BackendDefaults, LoadOptions
 from ..base import pick_option
 from .native import DECODE_OK, Batch, Context
@@ -162,7 +162,7 @@ def open_draft_model(
     model = open_model(lib, path)
     if not same_vocabulary(lib, main, model):
         model.close()
-        raise LoadFailed("the draft model's vocabulary differs from the model's")
+        raise DraftIncompatible("the draft model's vocabulary differs from the model's")
     try:
         ctx = Context(
             lib, model.model, n_ctx=seq_ctx * n_seq, n_seq=n_seq, n_batch=batch, threads=threads

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, StrictBool, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import AliasChoices, ConfigDict, Field, StrictBool
 
-from ....catalog.registry import ModelEntry
+from .... import errors as e
+from ....catalog.registry import ModelEntry, ModelRegistry
 from ....config import Config
 from ....requests import LoadOptions
 from ....templates import TemplateLibrary
@@ -24,12 +24,22 @@ from ...schemas import Body, ModelName
 
 logger = logging.getLogger(__name__)
 
-DRAFT_UNAVAILABLE = (
-    "speculative decoding with a draft model is not available in this build yet; "
-    "load the model without draft_model"
-)
 TemplateName = Annotated[str, Field(min_length=1, max_length=255)]
 Context = Annotated[int, Field(ge=1, le=1_048_576), NUMBER]
+
+
+class TabbyDraftRequest(Body):
+    """TabbyAPI's DraftModelLoadRequest (``name`` is accepted for ``draft_model_name``),
+    plus ``draft_num_tokens`` from TabbyAPI's draft config: tokens drafted a step."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    draft_model_name: ModelName = Field(validation_alias=AliasChoices("draft_model_name", "name"))
+    draft_rope_scale: Annotated[float, Field(gt=0, le=1024), NUMBER] | None = None
+    draft_rope_alpha: Annotated[float, Field(gt=0, le=1024), NUMBER] | Literal["auto"] | None = None
+    draft_gpu_split: Annotated[list[Annotated[float, NUMBER]], Field(max_length=64)] | None = None
+    draft_cache_mode: Annotated[str, Field(max_length=32)] | None = None
+    draft_num_tokens: Annotated[int, Field(ge=1, le=64), NUMBER] | None = None
 
 
 class TabbyLoadRequest(Body):
@@ -61,17 +71,10 @@ class TabbyLoadRequest(Body):
     vision: StrictBool | None = None
     backend: Annotated[str, Field(max_length=64)] | None = None
     skip_queue: StrictBool | None = None
-    # Until the engine offers speculative decoding, only its absence is valid.
-    draft_model: Annotated[None, Field(description=DRAFT_UNAVAILABLE)] = None
+    # Speculative decoding (llama.cpp): a smaller model with the same vocabulary.
+    draft_model: TabbyDraftRequest | None = None
     # Our addition: SSE progress instead of one JSON answer (the Go client's paths).
     stream: StrictBool = False
-
-    @field_validator("draft_model", mode="before")
-    @classmethod
-    def _no_draft(cls, value: Any) -> None:
-        if value is not None:
-            raise PydanticCustomError("draft_unavailable", DRAFT_UNAVAILABLE)
-        return None
 
     def model(self) -> str | None:
         return self.model_name or self.name
@@ -103,15 +106,53 @@ def _ignored(body: TabbyLoadRequest, entry: ModelEntry) -> list[str]:
         notes.append("chunk_size does not apply: the NPU runtime prefills in its own chunks")
     if body.vision:
         notes.append("vision is not available for this model")
+    if body.draft_model is not None:
+        notes.extend(_ignored_draft(body.draft_model))
     if body.backend is not None and body.backend not in ("llamacpp", "llama.cpp", "rkllm"):
         notes.append(f"backend {body.backend} does not apply: the file's format picks the backend")
     return notes
 
 
+def _ignored_draft(draft: TabbyDraftRequest) -> list[str]:
+    notes = []
+    if draft.draft_rope_scale is not None and draft.draft_rope_scale != 1.0:
+        notes.append("draft_rope_scale does not apply: the draft model's own RoPE scaling is used")
+    if draft.draft_rope_alpha not in (None, "auto", 1.0):
+        notes.append("draft_rope_alpha does not apply: the draft model's own RoPE base is used")
+    if draft.draft_gpu_split:
+        notes.append("draft_gpu_split does not apply: no GPU is used")
+    if draft.draft_cache_mode is not None and draft.draft_cache_mode.upper() != "FP16":
+        notes.append(f"draft_cache_mode {draft.draft_cache_mode} does not apply: FP16 cache")
+    return notes
+
+
+def _draft(
+    body: TabbyLoadRequest, entry: ModelEntry, registry: ModelRegistry
+) -> tuple[str | None, int | None]:
+    """The draft model's catalogue id and the tokens drafted a step; refused up front
+    when the model cannot use one (the engine checks the vocabularies when it loads)."""
+    draft = body.draft_model
+    if draft is None:
+        return None, None
+    if entry.format != "gguf":
+        raise e.DraftIncompatible(
+            f"speculative decoding needs llama.cpp: {entry.id} runs on the NPU runtime, "
+            "which has no draft support",
+            param="draft_model",
+        )
+    found = registry.resolve(draft.draft_model_name)
+    if found.format != "gguf":
+        raise e.DraftIncompatible(
+            f"the draft model {found.id} is not a GGUF model", param="draft_model"
+        )
+    return found.id, draft.draft_num_tokens
+
+
 async def plan_load(
-    body: TabbyLoadRequest, entry: ModelEntry, config: Config
+    body: TabbyLoadRequest, entry: ModelEntry, config: Config, registry: ModelRegistry
 ) -> tuple[LoadOptions, list[str]]:
     """The load options the request asks for, and the notes on what does not apply."""
+    draft_model, draft_tokens = _draft(body, entry, registry)
     notes = _ignored(body, entry)
     ctx = _context(body, notes)
     template_text = template_name = None
@@ -124,6 +165,8 @@ async def plan_load(
         batch_size=body.chunk_size if entry.format == "gguf" else None,
         chat_template=template_text,
         chat_template_name=template_name,
+        draft_model=draft_model,
+        draft_tokens=draft_tokens,
     )
     if notes:
         logger.info("load %s: %s", entry.id, "; ".join(notes))

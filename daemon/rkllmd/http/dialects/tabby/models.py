@@ -56,8 +56,20 @@ def _is_draft(view: ModelView) -> bool:
     return view.entry.meta.type == "draft" or view.entry.relpath.startswith("draft/")
 
 
+def draft_of(svc: Services, resident: Resident) -> str | None:
+    """The draft model the resident model decodes with: the load's, else the one
+    ``[llamacpp] draft_model`` configures (when the backend took it)."""
+    if resident.options.draft_model:
+        return resident.options.draft_model
+    if resident.props.details.get("speculative") == "draft_model":
+        return svc.config.current.llamacpp.draft_model
+    return None
+
+
 async def current(request: web.Request) -> web.Response:
-    return web.json_response(shapes.resident_card(resident_of(services(request))))
+    svc = services(request)
+    resident = resident_of(svc)
+    return web.json_response(shapes.resident_card(resident, draft_of(svc, resident)))
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -68,11 +80,17 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def list_drafts(request: web.Request) -> web.Response:
-    """Draft models: the ``draft/`` folder of the models dir, or sidecar type ``draft``."""
-    drafts = [v for v in services(request).manager.list_models() if _is_draft(v)]
-    if not is_admin(request):
-        drafts = []  # nothing is loaded as a draft until the engine runs drafts
-    return web.json_response(shapes.model_list([shapes.card(v) for v in drafts]))
+    """Draft models: the ``draft/`` folder of the models dir, or sidecar type ``draft``
+    (any GGUF with the model's vocabulary drafts, wherever it is)."""
+    svc = services(request)
+    if is_admin(request):
+        drafts = [v for v in svc.manager.list_models() if _is_draft(v)]
+        return web.json_response(shapes.model_list([shapes.card(v) for v in drafts]))
+    # An API key sees the draft in use, as TabbyAPI shows it: the id alone.
+    status = svc.manager.status()
+    draft = draft_of(svc, status.resident) if status.serving and status.resident else None
+    cards = [shapes.bare_card(draft)] if draft else []
+    return web.json_response(shapes.model_list(cards))
 
 
 async def props(request: web.Request) -> web.Response:
@@ -91,7 +109,7 @@ async def _load_plan(request: web.Request) -> tuple[Services, str, Any, list[str
     if not name:
         raise e.InvalidParams("model_name is required", param="model_name")
     entry = svc.registry.resolve(name)  # an unknown name fails before any stream starts
-    options, notes = await plan_load(body, entry, svc.config.current)
+    options, notes = await plan_load(body, entry, svc.config.current, svc.registry)
     return svc, entry.id, options, notes
 
 

@@ -6,6 +6,7 @@ it declares ``int``, no ``null`` where it declares a string); extra fields are o
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ....props import ModelProps
@@ -34,8 +35,30 @@ def card(view: ModelView) -> dict[str, Any]:
     return base
 
 
-def resident_card(resident: Resident) -> dict[str, Any]:
-    """The loaded model, with the parameters it was loaded with."""
+def bare_card(model_id: str) -> dict[str, Any]:
+    """A card by id alone, as TabbyAPI lists what is loaded to an API key."""
+    return {"id": model_id, "object": "model", "created": int(time.time()), "owned_by": OWNER}
+
+
+def draft_card(draft: str, props: ModelProps) -> dict[str, Any]:
+    """TabbyAPI's ``parameters.draft``: the draft model's card. It drafts within each
+    generation's context; ``draft_tokens`` (ours) is the most it guesses a step."""
+    tokens = props.details.get("draft_tokens")
+    return {
+        **bare_card(draft),
+        "parameters": _without_none(
+            {
+                "max_seq_len": props.n_ctx,
+                "cache_size": props.n_ctx,
+                "draft_tokens": tokens if isinstance(tokens, int) else None,
+            }
+        ),
+    }
+
+
+def resident_card(resident: Resident, draft: str | None = None) -> dict[str, Any]:
+    """The loaded model, with the parameters it was loaded with; ``draft``: the draft
+    model it decodes with."""
     props = resident.props
     base = model_card(ModelView(resident.entry, True, props), props)
     batch = props.details.get("batch_size")
@@ -50,6 +73,7 @@ def resident_card(resident: Resident) -> dict[str, Any]:
             "use_vision": False,
             "format": resident.entry.format,
             "backend": props.backend,
+            "draft": draft_card(draft, props) if draft else None,
         }
     )
     return base
