@@ -12,7 +12,8 @@ as OpenAI does), and so is a load asking for more context than the model file
 supports (400 ``load_failed`` with ``details.limit``), a template or sampler preset
 name that is not in its folder (400 ``unknown_template``, ``unknown_preset``), an
 ``.rkllm`` model named as the separate embedding model (400
-``unsupported_model_format``) or asked to tokenize without its tokenizer.json (400
+``unsupported_model_format``), given a draft model it cannot use (400
+``draft_incompatible``) or asked to tokenize without its tokenizer.json (400
 ``tokenizer_unavailable``), and a chat when a fuzzed unload left no model loaded
 (400 ``no_model_loaded``, the documented contract), and choices or log-probabilities
 the loaded backend cannot give (400 ``invalid_params`` with ``param`` ``n`` or
@@ -83,7 +84,8 @@ def _refused_by_state(response: Any) -> bool:
 # given as data uses.
 # unknown_template/preset: the names are the files of a folder, not a schema enum;
 # unsupported_model_format, tokenizer_unavailable: the model's files decide (an .rkllm
-# embedding model; an .rkllm model without tokenizer.json).
+# embedding model; an .rkllm model without tokenizer.json); draft_incompatible: a draft
+# model for the NPU model, or one that is not a GGUF (TabbyAPI's draft_model).
 STATE_CODES = (
     "context_length_exceeded",
     "no_model_loaded",
@@ -96,6 +98,7 @@ STATE_CODES = (
     "model_has_no_vision",
     "invalid_image",
     "unsupported_schema",
+    "draft_incompatible",
 )
 # Fields whose validity depends on another field (tool_choice naming a tool needs
 # tools; echo and suffix need a text prompt): a dependency an OpenAPI schema does not

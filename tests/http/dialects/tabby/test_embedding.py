@@ -160,3 +160,24 @@ async def test_a_crashed_embedding_worker_leaves_the_chat_model_serving(two_mode
     assert status.embedding is None and status.state.value == "ready"
     chat = await client.post("/v1/chat/completions", json=chat_body(max_tokens=2))
     assert chat.status == 200
+
+
+async def test_keep_alive_unloads_the_idle_chat_model_only(make_client, smol_dir: Path) -> None:
+    """The embedding model stays until it is unloaded, as in TabbyAPI: the idle
+    keep-alive (``generation.keep_alive_seconds``) and Ollama's per-request
+    ``keep_alive`` are the chat model's."""
+    _add_embedder(smol_dir)
+    client = await make_client(generation={"keep_alive_seconds": 0.2})
+    await client.post("/v1/models/embedding/load", json={"embedding_model_name": EMBEDDER})
+    manager = manager_of(client)
+    async with asyncio.timeout(120):  # a condition, not a timing: the idle unload happens
+        while manager.status().model is not None:
+            await asyncio.sleep(0.05)
+    assert manager.status().embedding is not None
+    for keep_alive in (0, "0s"):
+        body = {"model": EMBEDDER, "input": "hello", "keep_alive": keep_alive}
+        answer = await client.post("/api/embed", json=body)
+        assert answer.status == 200, await answer.text()
+    status = manager.status()
+    assert status.embedding is not None and status.embedding.entry.id == EMBEDDER
+    assert status.model is None  # embedding requests never brought the chat model back
