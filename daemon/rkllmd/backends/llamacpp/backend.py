@@ -12,10 +12,11 @@ import math
 import random
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ...errors import ContextLengthExceeded, InvalidParams, LoadFailed
+from ...errors import ContextLengthExceeded, InvalidParams, LoadFailed, ModelHasNoVision
 from ...props import Facts, ModelProps
 from ...requests import BackendDefaults, EmbedItem, GenerateRequest, LoadOptions
 from ..base import EmbedResult, Emit, GenerateResult, pick_option
@@ -25,7 +26,7 @@ from .engine import Engine
 from .native import Context, Pieces
 from .prompt import PromptBuilder, vocabulary_ids
 from .sampling import SamplerSpec, Vocabulary
-from .sequence import Job
+from .sequence import Job, MediaChunk
 from .setup import (
     DEFAULT_BATCH,
     DEFAULT_CTX,
@@ -36,6 +37,7 @@ from .setup import (
     import_llama_cpp,
     open_model,
 )
+from .vision import MediaPrompt, Projector
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class LlamaCppBackend:
         self._engine: Engine | None = None
         self._prompts: PromptBuilder | None = None
         self._embedder: Any = None
+        self._projector: Projector | None = None
         self._threads = 1
         # Freed after the context and before the model (LoRA adapters).
         self._cleanups: list[Callable[[], None]] = []
@@ -91,6 +94,7 @@ class LlamaCppBackend:
             apply_adapters(
                 self._lib, self._model.model, self._ctx.ptr, adapters, self._cleanups.append
             )
+            self._projector = Projector.pair(self._lib, path, self._model, threads)
             speculation = Speculation.choose(options, defaults)
             drafter = speculation.open(self._lib, self._model, seq_ctx, n_seq, batch, threads)
         except LoadFailed:
@@ -120,6 +124,8 @@ class LlamaCppBackend:
             "batch_size": batch,
             "n_ctx_total": self._ctx.n_ctx,
         }
+        if self._projector is not None:
+            details["projector"] = self._projector.path.name
         if speculation.kind:
             details["speculative"] = speculation.kind
             details["draft_tokens"] = speculation.tokens
@@ -134,6 +140,7 @@ class LlamaCppBackend:
             slots=self._ctx.n_seq,
             logprobs=True,
             grammar=True,
+            vision=self._projector is not None,
             details=details,
         )
 
@@ -148,8 +155,26 @@ class LlamaCppBackend:
                 f"n={request.n} needs {request.n} sequences; this model runs "
                 f"{self._engine.n_slots} at once (llamacpp.parallel)"
             )
-        tokens = self._prompts.tokens(request)
+        media = self._media_prompt(request)
+        try:
+            return self._generate(request, media, emit, cancel)
+        finally:
+            if media is not None:
+                media.close()
+
+    def _generate(
+        self,
+        request: GenerateRequest,
+        media: MediaPrompt | None,
+        emit: Emit,
+        cancel: threading.Event,
+    ) -> GenerateResult:
+        assert self._engine is not None and self._prompts is not None
+        chunks: dict[int, MediaChunk] = {} if media is None else media.media
+        tokens = self._prompts.tokens(request) if media is None else media.tokens
         n_ctx = self._engine.n_ctx_seq
+        # Image tokens count: a prompt whose images do not fit is refused here,
+        # before anything is encoded or decoded.
         if len(tokens) >= n_ctx:
             raise ContextLengthExceeded(
                 f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}",
@@ -166,18 +191,38 @@ class LlamaCppBackend:
             stop=s.stop,
             ignore_eos=s.ignore_eos,
             logprobs=request.logprobs,
+            media=chunks,
         )
         if job.budget <= 0:
             job.usage.prompt_tokens = len(tokens)
             return GenerateResult(finish_reason="length", usage=job.usage)
         self._engine.run(job)
-        return _result(job)
+        result = _result(job)
+        if media is not None:
+            result = replace(result, perf={**(result.perf or {}), **media.times.perf()})
+        return result
+
+    def _media_prompt(self, request: GenerateRequest) -> MediaPrompt | None:
+        """The prompt through libmtmd when the request carries images, else None."""
+        images = request.images
+        if not images:
+            return None
+        if self._projector is None:
+            raise ModelHasNoVision("this model cannot see images", images=len(images))
+        assert self._prompts is not None and self._ctx is not None
+        text, add_special = self._prompts.render(request, self._projector.marker)
+        return self._projector.prompt(text, add_special, images, self._ctx.n_batch)
 
     # --- tokens --------------------------------------------------------------------
 
     def encode_prompt(self, request: GenerateRequest) -> list[int]:
+        """The prompt's ids; an image's cells are OPAQUE (-1), one per image token."""
         assert self._prompts is not None
-        return self._prompts.tokens(request)
+        media = self._media_prompt(request)
+        if media is None:
+            return self._prompts.tokens(request)
+        media.close()
+        return media.tokens
 
     def encode(self, text: str, add_bos: bool, special: bool) -> list[int]:
         return list(self._model.tokenize(text.encode(), add_bos, special))
@@ -235,6 +280,8 @@ class LlamaCppBackend:
     def close(self) -> None:
         if self._engine is not None:
             self._engine.close()
+        if self._projector is not None:
+            self._projector.close()
         if self._ctx is not None:
             self._ctx.close()
         while self._cleanups:
@@ -242,7 +289,7 @@ class LlamaCppBackend:
         for handle in (self._embedder, self._model):
             if handle is not None:
                 handle.close()
-        self._engine = self._ctx = self._embedder = self._model = None
+        self._engine = self._ctx = self._embedder = self._model = self._projector = None
 
 
 def check_token_ids(tokens: list[int], n_vocab: int) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...errors import GenerationFailed, LoadFailed, UnsupportedByModel
-from ...requests import GenerateRequest
+from ...requests import ChatMessage, GenerateRequest
 
 # Used only when a model carries no chat template and none was given.
 FALLBACK_TEMPLATE = (
@@ -45,7 +45,18 @@ class PromptBuilder:
             return vocabulary_ids(request.prompt_tokens, int(self._model.n_vocab()))
         if request.prompt is not None:
             return list(self._model.tokenize(request.prompt.encode(), True, False))
-        messages = [m.to_template() for m in request.messages]
+        text, add_special = self.render(request)
+        return list(self._model.tokenize(text.encode(), add_special, True))
+
+    def render(self, request: GenerateRequest, marker: str | None = None) -> tuple[str, bool]:
+        """The conversation through the chat template, and whether the tokenizer
+        still has to add the special tokens. With ``marker``, each image of a message
+        is that marker, before the message's text (a plain string: text-only
+        templates take it as they take any text)."""
+        if marker is None:
+            messages = [m.to_template() for m in request.messages]
+        else:
+            messages = [with_markers(m, marker) for m in request.messages]
         extra: dict[str, Any] = {}
         if request.enable_thinking is not None:
             extra["enable_thinking"] = request.enable_thinking
@@ -55,9 +66,7 @@ class PromptBuilder:
             )
         except Exception as exc:  # template code can raise anything (raise_exception)
             raise GenerationFailed(f"the chat template rejected the conversation: {exc}") from None
-        return list(
-            self._model.tokenize(rendered.prompt.encode(), not rendered.added_special, True)
-        )
+        return str(rendered.prompt), not rendered.added_special
 
     def _fill_in_middle(self, prefix: str, suffix: str) -> list[int]:
         """Prefix-suffix-middle order with the model's own FIM tokens."""
@@ -77,6 +86,17 @@ class PromptBuilder:
 
         bos = int(self._model.token_bos())
         return [*([bos] if bos >= 0 else []), pre, *tokens(prefix), suf, *tokens(suffix), mid]
+
+
+def with_markers(message: ChatMessage, marker: str) -> dict[str, Any]:
+    """The message for the template with one ``marker`` per image before its text; a
+    marker the client typed is removed (it would stand for an image it did not send)."""
+    data = message.to_template()
+    text = message.content.replace(marker, "")
+    if message.images:
+        text = marker * len(message.images) + ("\n" + text if text else "")
+    data["content"] = text
+    return data
 
 
 def vocabulary_ids(tokens: Sequence[int], n_vocab: int) -> list[int]:
