@@ -101,6 +101,9 @@ class LlamaCppSection(_Section):
 
 class RkllmSection(_Section):
     library: Path | None = None
+    # librknnrt.so, which runs a model's .rknn vision encoder (None: the loader path,
+    # then /usr/lib/librknnrt.so).
+    rknn_library: Path | None = None
     # Runtime version when it cannot be read from the library ("1.3.0", "1.2.3").
     version: str | None = Field(None, pattern=r"^v?\d+\.\d+\.\d+\S*$")
     # max_context_len; clamped to the model's own limit when it is higher.

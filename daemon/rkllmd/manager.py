@@ -348,6 +348,7 @@ class ModelManager:
                 threads=npu.threads,
                 chat_template=npu.chat_template,
                 library=str(npu.library) if npu.library else None,
+                rknn_library=str(npu.rknn_library) if npu.rknn_library else None,
                 runtime_version=npu.version,
                 lora_dir=str(lora_dir(config.models_dir)),
             )

@@ -69,6 +69,8 @@ class BackendDefaults:
     # library does not say.
     library: str | None = None
     runtime_version: str | None = None
+    # librknnrt, the runtime of an .rkllm model's .rknn vision encoder.
+    rknn_library: str | None = None
     # Where LoRA adapters named in the load options are (the models dir's lora/).
     lora_dir: str | None = None
     # llama.cpp: generations decoded together; speculative decoding by default.

@@ -10,17 +10,32 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ...errors import ContextLengthExceeded, GenerationFailed, UnsupportedByModel
+from ...errors import (
+    ContextLengthExceeded,
+    GenerationFailed,
+    InvalidImage,
+    ModelHasNoVision,
+    UnsupportedByModel,
+)
 from ...props import ModelProps
-from ...requests import BackendDefaults, EmbedItem, GenerateRequest, LoadOptions, Usage
+from ...requests import (
+    BackendDefaults,
+    ChatMessage,
+    EmbedItem,
+    GenerateRequest,
+    LoadOptions,
+    Usage,
+)
 from ..base import EmbedResult, EmitText, GenerateResult
 from . import abi as c
-from .kvcache import KvTracker
+from .kvcache import KvTracker, Plan
 from .loader import LoadedModel, load_model
 from .native import NativeModel
+from .rknn import RknnError
 from .sinks import Coalescer, HiddenSink, TextSink
 from .tokenizer import ModelTokenizer, find_tokenizer
 from .tokenizer import require as require_tokenizer
+from .vision import IMAGE_TAG, Embeddings, VisionEncoder, load_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -77,16 +92,30 @@ class RkllmBackend:
         self._model: LoadedModel | None = None
         self._kv = KvTracker()
         self._tokenizer: ModelTokenizer | None = None
+        self._vision: VisionEncoder | None = None
 
     def load(self, path: Path, options: LoadOptions) -> ModelProps:
-        self._model = load_model(path, options, self._defaults)
+        # The encoder first: runtime 1.2 takes its image markers at rkllm_init.
+        self._vision, vision_note = load_encoder(path, self._defaults.rknn_library)
+        markers = self._vision.marker_bytes if self._vision is not None else None
+        try:
+            self._model = load_model(path, options, self._defaults, markers)
+        except BaseException:
+            self._close_vision()
+            raise
         assert self._model.props is not None
         self._tokenizer = find_tokenizer(path)
         if self._tokenizer is not None:
             self._kv = KvTracker(count=self._tokenizer.count)
         source = self._tokenizer.source if self._tokenizer else None
         props = self._model.props
-        return replace(props, details={**props.details, "tokenizer": source})
+        vision = self._vision.facts() if self._vision is not None else None
+        return replace(
+            props,
+            vision=self._vision is not None,
+            notes=props.notes + ((vision_note,) if vision_note else ()),
+            details={**props.details, "tokenizer": source, "vision": vision},
+        )
 
     # --- generate ----------------------------------------------------------------------
 
@@ -98,9 +127,19 @@ class RkllmBackend:
             # Cancelled before the run began: an rkllm_abort now could land before
             # rkllm_run resets its state and be lost. The KV cache is left as it is.
             return GenerateResult("abort", Usage())
+        images = [image.data for m in request.messages for image in m.images]
         prompt = self._prompt(model, request)
-        plan = self._kv.plan(prompt, model.n_ctx)
-        self._check_context(plan.send if plan.clear else None, model.n_ctx)
+        embeddings: Embeddings | None = None
+        if images:
+            # The runtime's reuse of a cache holding images is not observable: start clean.
+            plan = Plan(send=prompt, clear=True, reused_bytes=0)
+            embeddings = self._encode_images(model, prompt, images)
+            if cancel.is_set():  # the encoder takes seconds per image on a board
+                return GenerateResult("abort", Usage())
+        else:
+            plan = self._kv.plan(prompt, model.n_ctx)
+            self._check_context(plan.send if plan.clear else None, model.n_ctx)
+        image_tokens = embeddings.n_image * embeddings.tokens if embeddings else 0
         if plan.clear:
             self._kv.invalidate()
             model.native.clear_kv_cache()
@@ -113,7 +152,12 @@ class RkllmBackend:
         # the sink aborts. The +1 on 1.3 is only a safety net for a runtime that overruns.
         per_run = model.native.abi.per_run_sampling
         sink = TextSink(out.put, request.sampling.stop, budget + per_run, stop_now)
-        rk_input = model.make_input(plan.send, request.enable_thinking)
+        if embeddings is not None and self._vision is not None:
+            rk_input = model.make_multimodal(
+                plan.send, embeddings, self._vision, request.enable_thinking
+            )
+        else:
+            rk_input = model.make_input(plan.send, request.enable_thinking)
         infer = model.make_infer(c.INFER_GENERATE, request.sampling, budget)
         try:
             with abort_watch(model, cancel, stop_now):
@@ -121,16 +165,20 @@ class RkllmBackend:
             sink.flush()
         finally:
             out.close()
-        fits = kv_before + self._kv.estimate_tokens(plan.send) < model.n_ctx
+        fits = kv_before + self._kv.estimate_tokens(plan.send) + image_tokens < model.n_ctx
         reason = self._finish_reason(sink, rc, cancel, fits, budget)
         prefill = int(sink.perf["prefill_tokens"]) if sink.perf else 0
-        if (reason == "stop" and not sink.stopped) or (reason == "length" and not sink.budget_hit):
+        if embeddings is not None:
+            self._kv.invalidate()  # what the cache holds is not text we can compare
+        elif (reason == "stop" and not sink.stopped) or (
+            reason == "length" and not sink.budget_hit
+        ):
             kv_after = model.native.kv_cache_size()
             self._kv.record(plan, prompt, sink.pieces, kv_before, kv_after, prefill)
         else:
             self._kv.invalidate()
         if not sink.perf and self._tokenizer is not None:
-            prefill = self._tokenizer.count(plan.send)  # no runtime figures: counted
+            prefill = self._tokenizer.count(plan.send) + image_tokens  # counted
         usage = Usage(
             prompt_tokens=kv_before + prefill,
             completion_tokens=int(sink.perf["generate_tokens"]) if sink.perf else sink.tokens,
@@ -143,8 +191,31 @@ class RkllmBackend:
             raise UnsupportedByModel("prompts given as token ids are not supported on the NPU")
         if request.prompt is not None:
             return request.prompt.encode()
-        text = model.chat_format.render(request.messages, request.tools, request.enable_thinking)
+        messages = tuple(_with_image_tags(m) for m in request.messages)
+        text = model.chat_format.render(messages, request.tools, request.enable_thinking)
         return text.encode()
+
+    def _encode_images(self, model: LoadedModel, prompt: bytes, images: list[bytes]) -> Embeddings:
+        """Check the request fits, then run every image through the encoder."""
+        vision = self._vision
+        if vision is None:
+            raise ModelHasNoVision("this model has no vision encoder", images=len(images))
+        if prompt.count(IMAGE_TAG.encode()) != len(images):
+            # A client's own "<image>" text would be taken for an image by the runtime.
+            raise InvalidImage(f"the text of a message with images may not contain {IMAGE_TAG}")
+        image_tokens = len(images) * vision.shape.tokens
+        text_tokens = self._tokenizer.count(prompt) if self._tokenizer is not None else 0
+        if text_tokens + image_tokens >= model.n_ctx:
+            raise ContextLengthExceeded(
+                f"the prompt is {text_tokens} text tokens and {image_tokens} image tokens "
+                f"({len(images)} images) but the context holds {model.n_ctx}",
+                prompt_tokens=text_tokens + image_tokens,
+                n_ctx=model.n_ctx,
+            )
+        try:
+            return vision.encode(images)
+        except RknnError as exc:
+            raise GenerationFailed(f"the vision encoder failed: {exc}") from None
 
     def _finish_reason(
         self, sink: TextSink, rc: int, cancel: threading.Event, fits: bool, budget: int
@@ -225,3 +296,17 @@ class RkllmBackend:
         if self._model is not None:
             self._model.native.destroy()
             self._model = None
+        self._close_vision()
+
+    def _close_vision(self) -> None:
+        if self._vision is not None:
+            self._vision.close()
+            self._vision = None
+
+
+def _with_image_tags(message: ChatMessage) -> ChatMessage:
+    """One <image> per image, before the message's text: where RKLLM puts each image's
+    markers and embeddings."""
+    if not message.images:
+        return message
+    return replace(message, content=IMAGE_TAG * len(message.images) + message.content)

@@ -19,6 +19,7 @@ from .layout import check_sizes, host_abi
 from .library import SUPPORTED, open_runtime
 from .native import NativeModel
 from .template import ChatFormat, choose_format
+from .vision import Embeddings, VisionEncoder
 
 DEFAULT_CTX = 4096
 DEFAULT_THREADS = 4
@@ -40,6 +41,26 @@ class LoadedModel:
         rk_input.enable_thinking = bool(enable_thinking)
         rk_input.input_type = c.INPUT_PROMPT
         rk_input.prompt_input = text
+        return rk_input
+
+    def make_multimodal(
+        self, text: bytes, embeddings: Embeddings, vision: VisionEncoder, thinking: bool | None
+    ) -> Any:
+        """An RKLLM_INPUT_MULTIMODAL input: ``text`` holds one <image> per image. The
+        caller keeps ``embeddings`` alive until the run has returned."""
+        rk_input = self.native.abi.input()
+        rk_input.role = b"user"
+        rk_input.enable_thinking = bool(thinking)
+        rk_input.input_type = c.INPUT_MULTIMODAL
+        mm = rk_input.multimodal_input
+        mm.prompt = text
+        image = mm.image if self.native.abi.name == "1.3" else mm  # 1.2: flat, markers at init
+        image.image_embed = ctypes.cast(embeddings.values, ctypes.POINTER(ctypes.c_float))
+        image.n_image_tokens = embeddings.tokens
+        image.n_image = embeddings.n_image
+        image.image_width, image.image_height = vision.shape.width, vision.shape.height
+        if self.native.abi.name == "1.3":
+            image.image_start, image.image_end, image.image_content = vision.marker_bytes
         return rk_input
 
     def make_infer(
@@ -78,7 +99,13 @@ def cpu_mask(threads: int, cpus: int) -> int:
     return sum(1 << i for i in range(first, first + threads))
 
 
-def _fill_param(param: Any, path: Path, ctx: int, threads: int, s: Sampling) -> None:
+# 1.2 takes the image markers at init (RKLLMParam.img_*), 1.3 with each input.
+ImageMarkers = tuple[bytes, bytes, bytes]
+
+
+def _fill_param(
+    param: Any, path: Path, ctx: int, threads: int, s: Sampling, markers: ImageMarkers | None
+) -> None:
     param.model_path = os.fsencode(path)
     param.max_context_len = ctx
     param.max_new_tokens = ctx
@@ -94,16 +121,28 @@ def _fill_param(param: Any, path: Path, ctx: int, threads: int, s: Sampling) -> 
     ext.n_batch = 1
     ext.use_cross_attn = 0
     if hasattr(param, "img_start"):
-        param.img_start = param.img_end = param.img_content = b""
+        param.img_start, param.img_end, param.img_content = markers or (b"", b"", b"")
 
 
-def _init(native: NativeModel, path: Path, ctx: int, threads: int, s: Sampling) -> int:
+def _init(
+    native: NativeModel,
+    path: Path,
+    ctx: int,
+    threads: int,
+    s: Sampling,
+    markers: ImageMarkers | None,
+) -> int:
     param = native.default_param()
-    _fill_param(param, path, ctx, threads, s)
+    _fill_param(param, path, ctx, threads, s, markers)
     return native.init(param)
 
 
-def load_model(path: Path, options: LoadOptions, defaults: BackendDefaults) -> LoadedModel:
+def load_model(
+    path: Path,
+    options: LoadOptions,
+    defaults: BackendDefaults,
+    markers: ImageMarkers | None = None,
+) -> LoadedModel:
     runtime = open_runtime(defaults.library, defaults.runtime_version)
     sizes = check_sizes(runtime.abi)
     c.bind(runtime.lib, runtime.abi)
@@ -118,12 +157,12 @@ def load_model(path: Path, options: LoadOptions, defaults: BackendDefaults) -> L
     threads = pick_option(options.threads, defaults.threads, DEFAULT_THREADS, zero_means=None)
     threads = max(1, min(threads, MAX_THREADS))
     sampling = Sampling()
-    rc = _init(native, path, ctx, threads, sampling)
+    rc = _init(native, path, ctx, threads, sampling, markers)
     facts = parse_facts(native.init_log)
     limit = facts.get("max_context_limit")
     if rc != 0 and not options.ctx_size and isinstance(limit, int) and 0 < limit < ctx:
         ctx = limit  # the configured default is a preference; the model's limit wins
-        rc = _init(native, path, ctx, threads, sampling)
+        rc = _init(native, path, ctx, threads, sampling, markers)
         facts = parse_facts(native.init_log)
     if rc != 0:
         raise _init_error(rc, ctx, facts, native.init_log)
