@@ -33,7 +33,7 @@ JPEG, PNG, WEBP = "image/jpeg", "image/png", "image/webp"
 MIME_TYPES = (JPEG, PNG, WEBP)
 
 _DATA_URL = re.compile(r"data:([^;,]*)(;base64)?,", re.IGNORECASE)
-_WHITESPACE = re.compile(rb"[ \t\r\n]+")
+_WHITESPACE = b" \t\r\n"  # dropped with bytes.translate (~10x faster than a regex)
 # JPEG start-of-frame markers (they carry the dimensions); C4, C8 and CC are not frames.
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
@@ -112,7 +112,7 @@ def _check_declared(mime: str | None, where: str) -> str | None:
 
 def _base64(payload: str, max_bytes: int, where: str) -> bytes:
     try:
-        raw = _WHITESPACE.sub(b"", payload.encode("ascii"))
+        raw = payload.encode("ascii").translate(None, _WHITESPACE)
     except UnicodeEncodeError:
         raise InvalidImage(f"{where} is not base64 (non-ASCII characters)") from None
     # Refuse before decoding: 4 base64 characters carry 3 bytes.

@@ -234,7 +234,8 @@ class RknnModel:
         the float array ``out`` from ``offset``: tokens x (outputs x dim), the outputs
         interleaved per token as RKLLM expects."""
         shape = self.shape
-        buf = ctypes.create_string_buffer(pixels, len(pixels))
+        # The runtime only reads the input: it gets the bytes object's own buffer.
+        buf = ctypes.c_char_p(pixels)
         inp = Input(index=0, buf=ctypes.cast(buf, c_voidp), size=len(pixels))
         inp.pass_through, inp.type, inp.fmt = 0, TYPE_UINT8, FMT_NHWC
         self._check("rknn_inputs_set", self._lib.rknn_inputs_set(self._ctx, 1, ctypes.byref(inp)))
