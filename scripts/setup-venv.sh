@@ -29,6 +29,21 @@ need_debian_packages() {
     fi
 }
 
+# The web console's browser tests (tests/http/console) drive Debian's headless Chromium;
+# without it they are skipped (saying so), so a missing browser never stops the setup.
+want_browser() {
+    command -v chromium >/dev/null && command -v chromedriver >/dev/null && return 0
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        say "installing chromium chromium-driver (the console's browser tests)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+            || say "could not install chromium: the console's browser tests will be skipped"
+    else
+        say "no chromium/chromedriver: the console's browser tests will be skipped"
+        say "install them with: sudo apt-get install chromium chromium-driver"
+    fi
+}
+
 minor() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])'; }
 
 # pyenv's shims refuse a version that `pyenv global/local` did not select
@@ -45,6 +60,7 @@ resolve_python
 "$PYTHON" -c '' 2>/dev/null || { say "no working interpreter $PYTHON"; exit 1; }
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { say "Python >= 3.11 required"; exit 1; }
 need_debian_packages
+want_browser
 want=$(minor "$PYTHON")
 if [ -x "$VENV/bin/python" ] && [ "$(minor "$VENV/bin/python" 2>/dev/null)" != "$want" ]; then
     say "$VENV was made with another Python: recreating it with $PYTHON ($want)"

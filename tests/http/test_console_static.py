@@ -125,3 +125,31 @@ async def test_docs_page_has_every_body_resolved(client: TestClient[Any, Any]) -
     names = set(spec["components"]["schemas"])
     refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(spec)))
     assert refs and refs <= names
+
+
+async def test_the_page_s_own_origin_may_post_another_may_not(make_client: MakeClient) -> None:
+    client = await make_client()
+    host = f"127.0.0.1:{client.port}"
+    own = {"Origin": f"http://{host}", "Host": host}
+    assert (await client.post("/v1/models/unload", json={}, headers=own)).status == 200
+    for origin in ("http://evil.example", f"http://127.0.0.1:{client.port + 1}"):
+        refused = await client.post("/v1/models/unload", json={}, headers={"Origin": origin})
+        assert refused.status == 403, origin
+
+
+async def test_a_rebound_dns_name_is_not_its_own_origin(make_client: MakeClient) -> None:
+    """On a LAN bind any Host goes: a page of evil.example rebound to the board sends
+    Origin and Host both naming evil.example; only names the owner allowed count."""
+    client = await make_client(
+        http={
+            "listen": "0.0.0.0:8080",
+            "allow_unauthenticated_remote": True,
+            "allowed_hosts": ["board.local"],
+        }
+    )
+    rebound = {"Origin": "http://evil.example:8080", "Host": "evil.example:8080"}
+    assert (await client.get("/v1/status", headers=rebound)).status == 403
+    allowed = {"Origin": "http://board.local:8080", "Host": "board.local:8080"}
+    assert (await client.get("/v1/status", headers=allowed)).status == 200
+    by_address = {"Origin": "http://192.168.1.20:8080", "Host": "192.168.1.20:8080"}
+    assert (await client.get("/v1/status", headers=by_address)).status == 200

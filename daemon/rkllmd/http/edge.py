@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import hmac
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -139,10 +141,30 @@ def check_auth(request: web.Request, http: HttpSection, admin: bool) -> Access:
 def check_origin(request: web.Request, http: HttpSection) -> None:
     """Refuse cross-site browser requests: a page may not drive the local daemon."""
     origin = request.headers.get("Origin")
-    if origin is not None and origin not in http.cors_origins:
+    if (
+        origin is not None
+        and origin not in http.cors_origins
+        and not _same_origin(request, origin, http)
+    ):
         raise e.Forbidden("cross-origin requests are not allowed from this origin")
     if request.method == "POST" and _declares_non_json(request):
         raise e.UnsupportedMediaType("request bodies must be application/json")
+
+
+def _same_origin(request: web.Request, origin: str, http: HttpSection) -> bool:
+    """The daemon's own page (the console): browsers send Origin with module scripts
+    and POSTs. Same origin counts only where DNS rebinding cannot fake it: the host is
+    an IP address, a loopback name or one of ``http.allowed_hosts`` (a rebound page
+    comes from a DNS name that the attacker controls)."""
+    if urlsplit(origin).netloc.lower() != request.host.lower():
+        return False
+    host = urlsplit(origin).hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        allowed = LOOPBACK_NAMES | {h.lower() for h in http.allowed_hosts}
+        return host in allowed or host.endswith(".localhost")
+    return True
 
 
 # What a web page's form (or a no-cors fetch) can POST cross-site without a preflight.

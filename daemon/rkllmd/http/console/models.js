@@ -2,7 +2,7 @@
 // management actions (load with options, unload, delete after a confirmation).
 
 import { call } from './api.js';
-import { h, clear, bytes, toast } from './dom.js';
+import { h, append, clear, bytes, toast } from './dom.js';
 import { store, subscribe } from './store.js';
 
 const ui = { filter: '', type: '', selected: null, busy: false, templates: null };
@@ -41,12 +41,12 @@ function confirmDelete(m) {
   const dialog = document.getElementById('confirm-dialog');
   document.getElementById('confirm-title').textContent = `Delete ${m.id}?`;
   const body = clear(document.getElementById('confirm-body'));
-  body.append(
+  append(body, [
     h('p', {}, 'This removes from the models directory:'),
     h('ul', { id: 'confirm-files' }, h('li', {}, h('code', {}, m.file || m.id), ` (${bytes(m.size_bytes)})`)),
     m.loaded ? h('p', { class: 'error' }, 'The model is loaded: it is unloaded first.') : null,
     h('p', {}, 'It cannot be undone.'),
-  );
+  ]);
   dialog.returnValue = '';
   dialog.onclose = () => {
     if (dialog.returnValue !== 'ok') return;
@@ -106,7 +106,7 @@ function rerender() {
   const focused = document.activeElement && document.activeElement.id;
   clear(root);
   const models = store.models.filter(matches);
-  root.append(
+  append(root, [
     h('h2', {}, 'Models'),
     h('div', { class: 'row' },
       h('input', { id: 'model-filter', type: 'search', placeholder: 'Filter', value: ui.filter, oninput: (ev) => { ui.filter = ev.target.value; rerender(); } }),
@@ -123,7 +123,7 @@ function rerender() {
       h('td', {}, m.type || 'chat'), h('td', {}, m.context_length ?? '—'), h('td', {}, bytes(m.size_bytes)),
       h('td', {}, m.format), h('td', {}, m.source ? m.source.repo : '—'), h('td', { class: 'loaded' }, m.loaded ? '● loaded' : '')))))),
     models.length ? null : h('p', { class: 'muted' }, store.models.length ? 'No model matches.' : 'No models yet: pull one.'),
-  );
+  ]);
   const selected = store.models.find((m) => m.id === ui.selected);
   if (selected) root.append(details(selected));
   if (focused === 'model-filter') {

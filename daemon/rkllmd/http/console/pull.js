@@ -3,10 +3,10 @@
 // (what was fetched stays staged, so pulling again resumes).
 
 import { events, errorOf } from './api.js';
-import { h, clear, bytes, duration, toast } from './dom.js';
+import { h, append, clear, bytes, duration, toast } from './dom.js';
 
 const pull = { controller: null, progress: null, outcome: null, error: null };
-let root = null;
+const parts = {};
 
 function patterns(text) {
   return text.split(/[\s,]+/).map((p) => p.trim()).filter(Boolean);
@@ -18,7 +18,7 @@ async function start(form) {
   const revision = String(data.get('revision') || '').trim();
   if (revision) body.revision = revision;
   pull.controller = new AbortController();
-  pull.progress = { stage: 'starting', fraction: 0 };
+  pull.progress = { stage: 'starting' };
   pull.outcome = null;
   pull.error = null;
   render();
@@ -42,9 +42,8 @@ async function start(form) {
 }
 
 function progressView(p) {
-  const fraction = typeof p.fraction === 'number' ? p.fraction : null;
   const bar = h('progress', { id: 'pull-bar', max: 1 });
-  if (fraction !== null) bar.value = fraction;
+  if (typeof p.fraction === 'number') bar.value = p.fraction;
   const facts = [
     p.stage,
     p.file ? `${p.file}${p.files_total ? ` (${p.file_index}/${p.files_total})` : ''}` : null,
@@ -55,26 +54,30 @@ function progressView(p) {
   return h('div', { id: 'pull-progress', class: 'panel' }, bar, h('p', { id: 'pull-facts' }, facts.join(' · ')));
 }
 
+// Only the buttons and the outcome change: the form keeps what the user typed.
 function render() {
-  if (!root) return;
-  clear(root);
   const running = pull.controller !== null;
-  root.append(
-    h('h2', {}, 'Pull a model'),
-    h('form', { id: 'pull-form', class: 'stack', onsubmit: (ev) => { ev.preventDefault(); if (!running) start(ev.target); } },
-      h('label', {}, 'Repository ', h('input', { id: 'pull-repo', name: 'repo', required: true, placeholder: 'owner/name', pattern: '[^/\\s]+/[^/\\s]+' })),
-      h('label', {}, 'Include patterns ', h('input', { id: 'pull-include', name: 'include', placeholder: '*Q4_K_M.gguf (space or comma separated; empty: the repo\'s model files)' })),
-      h('label', {}, 'Revision ', h('input', { id: 'pull-revision', name: 'revision', placeholder: 'main' })),
-      h('div', { class: 'row' },
-        h('button', { id: 'pull-start', type: 'submit', disabled: running }, 'Pull'),
-        h('button', { id: 'pull-cancel', type: 'button', disabled: !running, onclick: () => pull.controller && pull.controller.abort() }, 'Cancel'))),
+  parts.start.disabled = running;
+  parts.cancel.disabled = !running;
+  append(clear(parts.outcome), [
     pull.progress && running ? progressView(pull.progress) : null,
     pull.outcome ? h('p', { id: 'pull-outcome', class: 'ok' }, pull.outcome) : null,
     pull.error ? h('p', { id: 'pull-error', class: 'error' }, pull.error) : null,
-  );
+  ]);
 }
 
-export function mountPull(el) {
-  root = el;
+export function mountPull(root) {
+  parts.start = h('button', { id: 'pull-start', type: 'submit' }, 'Pull');
+  parts.cancel = h('button', { id: 'pull-cancel', type: 'button', onclick: () => pull.controller && pull.controller.abort() }, 'Cancel');
+  parts.outcome = h('div', { id: 'pull-status' });
+  root.append(
+    h('h2', {}, 'Pull a model'),
+    h('form', { id: 'pull-form', class: 'stack', onsubmit: (ev) => { ev.preventDefault(); if (!pull.controller) start(ev.target); } },
+      h('label', {}, 'Repository ', h('input', { id: 'pull-repo', name: 'repo', required: true, placeholder: 'owner/name', pattern: '\\S+/\\S+' })),
+      h('label', {}, 'Include patterns ', h('input', { id: 'pull-include', name: 'include', placeholder: '*Q4_K_M.gguf (space or comma separated; empty: the repo\'s model files)' })),
+      h('label', {}, 'Revision ', h('input', { id: 'pull-revision', name: 'revision', placeholder: 'main' })),
+      h('div', { class: 'row' }, parts.start, parts.cancel)),
+    parts.outcome,
+  );
   render();
 }
