@@ -98,7 +98,8 @@ class EncoderChoice:
 def _sidecar(model: Path) -> dict[str, Any]:
     path = model.with_name(model.stem + SIDECAR_SUFFIX)
     try:
-        raw = path.read_bytes()[: MAX_SIDECAR_BYTES + 1]
+        with path.open("rb") as file:
+            raw = file.read(MAX_SIDECAR_BYTES + 1)
     except OSError:
         return {}
     if len(raw) > MAX_SIDECAR_BYTES:
