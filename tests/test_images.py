@@ -11,8 +11,8 @@ import zlib
 import pytest
 from PIL import Image
 from rkllmd.config import VisionSection
-from rkllmd.errors import InvalidImage, ModelHasNoVision
-from rkllmd.images import ImageInput, decode_image, decode_images, identify, refuse_without_vision
+from rkllmd.errors import InvalidImage
+from rkllmd.images import ImageInput, decode_grouped, decode_image, decode_images, identify
 
 LIMITS = VisionSection()
 
@@ -143,10 +143,17 @@ def test_images_name_their_position() -> None:
         decode_images([good, ("%%%", "image/png")], LIMITS)
 
 
-def test_a_model_without_vision_refuses_images_never_drops_them() -> None:
-    refuse_without_vision((), "smol")  # no images: nothing to refuse
-    image = decode_image(b64(picture("PNG")), None, LIMITS)
-    with pytest.raises(ModelHasNoVision) as err:
-        refuse_without_vision([image], "smol")
-    assert err.value.code == "model_has_no_vision"
-    assert err.value.details == {"model": "smol", "images": 1}
+def test_urls_are_never_fetched_or_opened() -> None:
+    for url in ("http://example.com/a.png", "HTTPS://10.0.0.1/x.jpg", "file:///etc/passwd"):
+        with pytest.raises(InvalidImage) as err:
+            decode_image(url, None, LIMITS)
+        assert err.value.details["url_scheme"] == url.split(":")[0].lower()
+        assert "not fetched" in err.value.message
+
+
+def test_images_are_grouped_per_message_and_counted_together() -> None:
+    png = b64(picture("PNG"))
+    groups = decode_grouped([[(png, None)], [], [(png, "image/png"), (png, None)]], LIMITS)
+    assert [len(g) for g in groups] == [1, 0, 2]
+    with pytest.raises(InvalidImage):
+        decode_grouped([[(png, None)] * 5, [(png, None)] * 4], LIMITS)  # 9 > 8

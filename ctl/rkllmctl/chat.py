@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 from .client import RpcFailure
@@ -22,6 +24,8 @@ REPL_COMMANDS = {
     "/exit": "leave (also /bye, or Ctrl-D)",
 }
 REPL_EXITS = ("/exit", "/bye", "/quit")
+# What fits one call on the control socket once in base64 (its lines are <= 16 MiB).
+MAX_IMAGE_BYTES = 12 * 1024 * 1024
 
 
 class TokenPrinter:
@@ -66,13 +70,34 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         prompt = ctx.stdin.read().rstrip()
     if not prompt.strip():
         raise UsageError("empty prompt: give PROMPT or pipe text on stdin")
-    messages = [*base_messages(args), {"role": "user", "content": prompt}]
+    messages = [*base_messages(args), user_message(prompt, image_parts(args))]
     chat_once(ctx, args, messages)
     return ExitCode.OK
 
 
+def image_parts(args: argparse.Namespace) -> list[dict[str, str]]:
+    """``--image`` files, read here (as the user, not the daemon) and sent inline."""
+    parts = []
+    for name in getattr(args, "image", None) or ():
+        try:
+            with Path(name).open("rb") as handle:
+                data = handle.read(MAX_IMAGE_BYTES + 1)
+        except OSError as exc:
+            raise UsageError(f"cannot read image {name}: {exc.strerror}") from None
+        if len(data) > MAX_IMAGE_BYTES:
+            raise UsageError(f"image {name} is larger than {MAX_IMAGE_BYTES // 2**20} MiB")
+        parts.append({"type": "image", "data": base64.b64encode(data).decode("ascii")})
+    return parts
+
+
+def user_message(text: str, images: list[dict[str, str]]) -> dict[str, Any]:
+    if not images:
+        return {"role": "user", "content": text}
+    return {"role": "user", "content": [*images, {"type": "text", "text": text}]}
+
+
 def chat_once(
-    ctx: Context, args: argparse.Namespace, messages: list[dict[str, str]]
+    ctx: Context, args: argparse.Namespace, messages: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """Send one chat request; stream it to stdout unless ``--json``."""
     params: dict[str, Any] = {"model": args.model, "messages": messages, **chat_params(args)}
@@ -124,7 +149,8 @@ def stats_line(reply: dict[str, Any]) -> str:
 
 def repl(ctx: Context, args: argparse.Namespace) -> int:
     """Multi-turn chat until ``/exit`` or end of input."""
-    history = base_messages(args)
+    history: list[dict[str, Any]] = list(base_messages(args))
+    images = image_parts(args)  # they go with the first message
     if not args.quiet:
         say(ctx, f"Chatting with {args.model}. /help lists the commands; /exit or Ctrl-D leaves.")
     while True:
@@ -139,13 +165,14 @@ def repl(ctx: Context, args: argparse.Namespace) -> int:
             if not run_command(ctx, text, history):
                 return ExitCode.OK
             continue
-        history.append({"role": "user", "content": text})
+        history.append(user_message(text, images))
         try:
             reply = chat_once(ctx, args, history)
         except RpcFailure as exc:
             report_error(ctx, exc)
             history.pop()
             continue
+        images = []
         history.append({"role": "assistant", "content": reply_text(reply)})
 
 
@@ -154,7 +181,7 @@ def is_command(text: str) -> bool:
     return len(word) > 1 and word[0] == "/" and word[1:].isalpha()
 
 
-def run_command(ctx: Context, text: str, history: list[dict[str, str]]) -> bool:
+def run_command(ctx: Context, text: str, history: list[dict[str, Any]]) -> bool:
     """Carry out a REPL command; False means leave."""
     word, _, rest = text.partition(" ")
     word, rest = word.lower(), rest.strip()

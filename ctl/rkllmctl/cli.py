@@ -106,6 +106,13 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--seed", type=any_int, metavar="N")
     parser.add_argument("--stop", action="append", metavar="TEXT", help="repeatable")
     parser.add_argument("--system", metavar="TEXT", help="system prompt")
+    parser.add_argument(
+        "--image",
+        action="append",
+        metavar="FILE",
+        help="a JPEG, PNG or WebP file the model looks at with the prompt (repeatable; "
+        "needs a model that can see)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no stats line on stderr")
 
 
@@ -178,11 +185,23 @@ def parse_args(argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> argparse.
     parser = build_parser()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
-            return parser.parse_args(list(argv))
+            args, extra = parser.parse_known_args(list(argv))
+            # argparse binds `run MODEL`'s optional PROMPT before it sees options, so
+            # `run MODEL --image FILE "question"` leaves the question over: it is the prompt.
+            if extra and _is_late_prompt(args, extra):
+                args.prompt = extra[0]
+            elif extra:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            return args
         except SystemExit as stop:
             if stop.code is None or isinstance(stop.code, int):
                 return int(stop.code or 0)
             return int(ExitCode.USAGE)
+
+
+def _is_late_prompt(args: argparse.Namespace, extra: list[str]) -> bool:
+    run_command = hasattr(args, "image") and getattr(args, "prompt", "") is None
+    return run_command and len(extra) == 1 and not extra[0].startswith("-")
 
 
 def run(

@@ -11,10 +11,10 @@ here, at the edge, before anything is queued:
   header, never by decoding: a small file that would decompress to gigabytes is
   refused unopened), images per request.
 
-Every problem is an ``InvalidImage`` (400 ``invalid_image``). Whether the model can
-see is a separate question (``refuse_without_vision``): until a backend can take
-images, a request carrying any is refused with ``model_has_no_vision`` rather than
-answered as if the image were not there.
+Every problem is an ``InvalidImage`` (400 ``invalid_image``), and so is a URL of any
+other scheme: the daemon never fetches an image or opens a file for a client. Whether
+the model can see is the manager's question (``ModelProps.vision``; otherwise
+``model_has_no_vision``): images are never dropped and answered blind.
 """
 
 from __future__ import annotations
@@ -23,16 +23,18 @@ import base64
 import binascii
 import re
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from .config import VisionSection
-from .errors import InvalidImage, ModelHasNoVision
+from .errors import InvalidImage
 from .requests import ImageInput as ImageInput
 
 JPEG, PNG, WEBP = "image/jpeg", "image/png", "image/webp"
 MIME_TYPES = (JPEG, PNG, WEBP)
 
 _DATA_URL = re.compile(r"data:([^;,]*)(;base64)?,", re.IGNORECASE)
+# Any scheme but data: (base64 never contains ':').
+_URL = re.compile(r"\s*(?!data:)([A-Za-z][A-Za-z0-9+.-]{0,31}):", re.IGNORECASE)
 _WHITESPACE = b" \t\r\n"  # dropped with bytes.translate (~10x faster than a regex)
 # JPEG start-of-frame markers (they carry the dimensions); C4, C8 and CC are not frames.
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
@@ -51,11 +53,25 @@ def decode_images(
     return tuple(decode_image(text, mime, limits, index=i) for i, (text, mime) in enumerate(items))
 
 
+def decode_grouped(
+    groups: Sequence[Sequence[tuple[str, str | None]]], limits: VisionSection
+) -> list[tuple[ImageInput, ...]]:
+    """The images of each message (a group), checked together against the count limit."""
+    flat = decode_images((item for group in groups for item in group), limits)
+    out: list[tuple[ImageInput, ...]] = []
+    start = 0
+    for group in groups:
+        out.append(flat[start : start + len(group)])
+        start += len(group)
+    return out
+
+
 def decode_image(
     text: str, declared: str | None, limits: VisionSection, *, index: int = 0
 ) -> ImageInput:
     """One image from base64 or a data URL; ``declared`` is the client's MIME type, if any."""
     where = f"image {index}"
+    _refuse_urls(text, where)
     payload, url_mime = _split_data_url(text)
     declared = _check_declared(url_mime or declared, where)
     data = _base64(payload, limits.max_image_bytes, where)
@@ -72,19 +88,21 @@ def decode_image(
     return ImageInput(data, mime, width, height)
 
 
-def refuse_without_vision(images: Iterable[ImageInput], model: str | None) -> None:
-    """No backend takes images yet: a request with any is refused, never answered blind."""
-    count = sum(1 for _ in images)
-    if count:
-        name = model or "the model"
-        raise ModelHasNoVision(
-            f"{name} cannot see images; send the request without them or use a vision model",
-            model=model,
-            images=count,
-        )
-
-
 # --- decoding ----------------------------------------------------------------------
+
+
+def _refuse_urls(text: str, where: str) -> None:
+    """Images come as bytes. The daemon never opens a URL for a client: ``file:`` would
+    read the daemon's own files, ``http(s):`` would make it fetch for the client (SSRF)."""
+    match = _URL.match(text) if isinstance(text, str) else None
+    if match is None:
+        return
+    scheme = match.group(1).lower()
+    raise InvalidImage(
+        f"{where} is a {scheme}: URL; images are not fetched, send the image's bytes "
+        "as base64 or a data:<mime type>;base64,<data> URL",
+        url_scheme=scheme,
+    )
 
 
 def _split_data_url(text: str) -> tuple[str, str | None]:

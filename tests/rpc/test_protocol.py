@@ -8,6 +8,7 @@ import socket
 import stat
 
 import pytest
+from rkllmd.rpc.server import MAX_LINE_BYTES
 
 from tests.helpers import RpcClient
 
@@ -142,7 +143,7 @@ def test_oversize_line_closes_only_that_connection(idle) -> None:
     # rather than EPIPE (both are races with the daemon's close, both fine).
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         big.send_raw(
-            b'{"jsonrpc":"2.0","method":"status","id":1,"pad":"' + b"x" * (2 * 1024 * 1024)
+            b'{"jsonrpc":"2.0","method":"status","id":1,"pad":"' + b"x" * (MAX_LINE_BYTES + 4096)
         )
     answer = big.read_message()
     assert answer["error"]["code"] == -32600 and answer["id"] is None

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 MODEL_EXTENSIONS = (".gguf", ".rkllm")
 LORA_FOLDER = "lora"  # top-level folder of adapters, listed by catalog/loras.py
+# Multimodal projectors (``*mmproj*.gguf``) give the model next to them its eyes
+# (backends/companion.py); they are not models of their own.
+PROJECTOR_MARK = "mmproj"
 TEMP_SUFFIXES = (".part", ".incomplete", ".tmp", ".partial", ".download")
 
 _MAX_DEPTH = 32  # bind mounts can still form cycles although symlinked dirs are skipped
@@ -113,11 +116,16 @@ def _scan_dir(
                         continue  # LoRA adapters (catalog/loras.py), not models
                     if depth < _MAX_DEPTH:
                         stack.append((rel, depth + 1))
-                elif de.name.lower().endswith(MODEL_EXTENSIONS):  # so never a temp suffix
+                elif _is_model_name(de.name.lower()):
                     _visit_file(de, rel, root, walk)
     except OSError as exc:
         walk.failed = walk.failed or not rel_dir
         logger.warning("cannot list models folder %r: %s", rel_dir or ".", exc.strerror)
+
+
+def _is_model_name(lower: str) -> bool:
+    # A model extension (so never a temp suffix), and not a projector.
+    return lower.endswith(MODEL_EXTENSIONS) and PROJECTOR_MARK not in lower
 
 
 def _visit_file(de: os.DirEntry[str], rel: str, root: str, walk: Walk) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from ..requests import ChatMessage, GenerateRequest
+from ..requests import ChatMessage, GenerateRequest, ImageInput
 from ..wire import SamplingFields, to_sampling
 from .parse import Delta, OutputParser, ToolCall
 
@@ -28,9 +28,11 @@ class WireMessage(Protocol):
     def text(self) -> str: ...
 
 
-def to_message(message: WireMessage) -> ChatMessage:
+def to_message(message: WireMessage, images: tuple[ImageInput, ...] = ()) -> ChatMessage:
     role = ROLES.get(message.role, message.role)
-    return ChatMessage(role, message.text(), tuple(message.tool_calls or ()), message.tool_call_id)
+    return ChatMessage(
+        role, message.text(), tuple(message.tool_calls or ()), message.tool_call_id, images
+    )
 
 
 def generate_request(
@@ -41,10 +43,13 @@ def generate_request(
     max_tokens: int | None,
     default_max: int,
     enable_thinking: bool | None,
+    images: Sequence[tuple[ImageInput, ...]] = (),
 ) -> GenerateRequest:
-    """A chat body's turn: its messages and tools, sampled as its fields say."""
+    """A chat body's turn: its messages (with ``images[i]`` on message i, decoded at
+    the edge) and tools, sampled as its fields say."""
+    per_message = list(images) + [()] * (len(messages) - len(images))
     return GenerateRequest(
-        messages=tuple(to_message(m) for m in messages),
+        messages=tuple(to_message(m, i) for m, i in zip(messages, per_message, strict=True)),
         sampling=to_sampling(body, max_tokens, default_max),
         tools=tuple(tools or ()),
         enable_thinking=enable_thinking,

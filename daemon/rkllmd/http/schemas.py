@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 
 from ..config import VisionSection
-from ..images import decode_images, refuse_without_vision
+from ..images import decode_grouped
+from ..requests import ImageInput
 from ..wire import NUMBER, SamplingFields
 
 # Documented in /openapi.json only (the registry, hub.py and selection.py enforce the
@@ -104,12 +105,12 @@ class ChatMessageIn(Body):
         return [url for part in self.content if (url := part.image()) is not None]
 
 
-def refuse_images(messages: list[ChatMessageIn], limits: VisionSection, model: str | None) -> None:
-    """Images are decoded and bounded like every dialect's (``rkllmd.images``); until a
-    backend can see, a request carrying any is refused with ``model_has_no_vision``."""
-    urls = [url for message in messages for url in message.images()]
-    if urls:
-        refuse_without_vision(decode_images(((url, None) for url in urls), limits), model)
+def message_images(
+    messages: list[ChatMessageIn], limits: VisionSection
+) -> list[tuple[ImageInput, ...]]:
+    """Each message's images, decoded and bounded like every dialect's
+    (``rkllmd.images``); whether the model can see them is the manager's question."""
+    return decode_grouped([[(url, None) for url in m.images()] for m in messages], limits)
 
 
 class StreamOptions(Body):

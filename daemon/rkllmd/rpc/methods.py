@@ -20,8 +20,9 @@ from pydantic import ValidationError
 from ..catalog.registry import ModelRegistry
 from ..chat.parse import Delta
 from ..chat.turn import ChatReply, generate_request
-from ..config import LiveConfig
+from ..config import Config, LiveConfig
 from ..errors import InvalidParams, NotAvailable, RkllmdError
+from ..images import decode_grouped
 from ..manager import ModelManager
 from ..requests import DoneEvent, LoadOptions
 from ..store import ModelStore, PullRequest
@@ -163,7 +164,7 @@ def build_methods(
 
     @rpc_method("chat", s.ChatParams, mutating=True)
     async def chat(ctx: CallContext, p: s.ChatParams) -> Any:
-        return await _chat(manager, ctx, p, config.current.generation.default_max_tokens)
+        return await _chat(manager, ctx, p, config.current)
 
     @rpc_method("embed", s.EmbedParams)
     async def embed(ctx: CallContext, p: s.EmbedParams) -> Any:
@@ -241,16 +242,15 @@ def _timings(started: float, first: float | None, completion_tokens: int) -> dic
     }
 
 
-async def _chat(
-    manager: ModelManager, ctx: CallContext, p: s.ChatParams, default_max_tokens: int
-) -> Any:
+async def _chat(manager: ModelManager, ctx: CallContext, p: s.ChatParams, config: Config) -> Any:
     request = generate_request(
         p,
         p.messages,
         tools=p.tools,
         max_tokens=p.max_tokens,
-        default_max=default_max_tokens,
+        default_max=config.generation.default_max_tokens,
         enable_thinking=p.enable_thinking,
+        images=decode_grouped([m.images() for m in p.messages], config.vision),
     )
     started = time.monotonic()
     first: float | None = None

@@ -50,15 +50,42 @@ class UnloadParams(Params):
     embedding: bool = False  # the embedding model instead of the chat model
 
 
+class Part(Params):
+    """A piece of a message's content: text, or an image given as base64 (or a data:
+    URL) with its MIME type (optional: the bytes tell)."""
+
+    type: Literal["text", "image"]
+    text: Annotated[str, Field(max_length=1_048_576)] | None = None
+    data: Annotated[str, Field(max_length=16 * 1024 * 1024)] | None = None
+    mime_type: Annotated[str, Field(max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _filled(self) -> Part:
+        if (self.type == "text") != (self.text is not None) or (self.type == "image") != (
+            self.data is not None
+        ):
+            raise ValueError("a text part has text, an image part has data (and nothing else)")
+        return self
+
+
 class Message(Params):
     role: Literal["system", "user", "assistant", "tool"]
-    content: Annotated[str, Field(max_length=1_048_576)] = ""
+    content: (
+        Annotated[str, Field(max_length=1_048_576)] | Annotated[list[Part], Field(max_length=256)]
+    ) = ""
     # OpenAI shapes: an assistant turn's tool calls, and the call a tool result answers.
     tool_calls: Annotated[list[dict[str, Any]], Field(max_length=128)] | None = None
     tool_call_id: Annotated[str, Field(max_length=256)] | None = None
 
     def text(self) -> str:
-        return self.content
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text or "" for part in self.content if part.type == "text")
+
+    def images(self) -> list[tuple[str, str | None]]:
+        if isinstance(self.content, str):
+            return []
+        return [(p.data or "", p.mime_type) for p in self.content if p.type == "image"]
 
 
 class ChatParams(Params, SamplingFields):

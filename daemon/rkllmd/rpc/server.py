@@ -40,7 +40,8 @@ from .methods import CallContext, Peer
 
 logger = logging.getLogger(__name__)
 
-MAX_LINE_BYTES = 1024 * 1024
+# A chat call carries its images inline (base64): a 12 MB photo fits.
+MAX_LINE_BYTES = 16 * 1024 * 1024
 MAX_INFLIGHT_PER_CONNECTION = 8
 HANGUP_POLL_SECONDS = 0.25
 # A flood of refused connections logs one line per this many seconds, with a count.

@@ -23,7 +23,7 @@ from ... import errors as e
 from ... import structured
 from ...chat.parse import Delta
 from ...chat.turn import ChatReply
-from ...requests import ChatMessage, GenerateRequest
+from ...requests import ChatMessage, GenerateRequest, ImageInput
 from ...wire import NUMBER, EmbedInput
 from ..edge import may_load_models, read_body
 from ..routing import Route
@@ -41,8 +41,8 @@ from .ollama_options import (
     load_only,
     now,
     ns,
+    ollama_images,
     prepare,
-    refuse_images,
     reply_format,
     sampling_of,
     thinking,
@@ -59,9 +59,9 @@ class OllamaMessage(Body):
     tool_calls: Annotated[list[dict[str, Any]], Field(max_length=128)] | None = None
     tool_name: str | None = None
 
-    def to_message(self) -> ChatMessage:
+    def to_message(self, images: tuple[ImageInput, ...] = ()) -> ChatMessage:
         calls = tuple(_openai_call(call, i) for i, call in enumerate(self.tool_calls or ()))
-        return ChatMessage(self.role, self.content or "", calls)
+        return ChatMessage(self.role, self.content or "", calls, images=images)
 
 
 class ChatBody(Generation):
@@ -121,12 +121,12 @@ async def chat(request: web.Request) -> web.StreamResponse:
     may_load = may_load_models(request, config.http)
     model = await prepare(svc, body, may_load)
     keep_alive = keep_alive_seconds(body.keep_alive, may_load)
-    refuse_images(svc, [i for m in body.messages for i in m.images or ()], model)
+    images = ollama_images(svc, [m.images or () for m in body.messages])
     if not body.messages:
         return await load_only(svc, model, keep_alive, may_load, "message", _message(""))
     tools = structured.tool_choice(body.tools, None, None)
     generate = GenerateRequest(
-        messages=tuple(m.to_message() for m in body.messages),
+        messages=tuple(m.to_message(i) for m, i in zip(body.messages, images, strict=True)),
         sampling=sampling_of(body, config.generation.default_max_tokens),
         tools=tools.tools,
         enable_thinking=thinking(body.think),
@@ -206,7 +206,13 @@ def _final(head: dict[str, Any], run: Run, started: float, key: str, value: Any)
 # --- generate ------------------------------------------------------------------------
 
 
-def generate_request(body: GenerateBody, default_max: int) -> GenerateRequest:
+def generate_request(
+    body: GenerateBody, default_max: int, images: tuple[ImageInput, ...] = ()
+) -> GenerateRequest:
+    if images and (body.raw or body.suffix is not None):
+        raise e.InvalidParams(
+            "images go into a chat prompt: not with raw or suffix", param="images"
+        )
     if body.template:
         raise e.InvalidParams(
             "template overrides are not supported; load the model with a chat template",
@@ -219,7 +225,7 @@ def generate_request(body: GenerateBody, default_max: int) -> GenerateRequest:
     if body.raw:
         return GenerateRequest(prompt=prompt, sampling=sampling)
     turns = [ChatMessage("system", body.system)] if body.system else []
-    turns.append(ChatMessage("user", prompt))
+    turns.append(ChatMessage("user", prompt, images=images))
     return GenerateRequest(
         messages=tuple(turns), sampling=sampling, enable_thinking=thinking(body.think)
     )
@@ -233,10 +239,10 @@ async def generate(request: web.Request) -> web.StreamResponse:
     may_load = may_load_models(request, config.http)
     model = await prepare(svc, body, may_load)
     keep_alive = keep_alive_seconds(body.keep_alive, may_load)
-    refuse_images(svc, body.images or [], model)
+    (images,) = ollama_images(svc, [body.images or ()])
     if not body.prompt and body.suffix is None:
         return await load_only(svc, model, keep_alive, may_load, "response", "")
-    generate_req = generate_request(body, config.generation.default_max_tokens)
+    generate_req = generate_request(body, config.generation.default_max_tokens, images)
     stream = body.stream is not False
     constraint = reply_format(body.format)
     async with reply_run(

@@ -14,8 +14,8 @@ from pydantic import Field, StrictBool
 
 from ... import errors as e
 from ... import structured
-from ...images import decode_images, refuse_without_vision
-from ...requests import LoadOptions
+from ...images import decode_grouped
+from ...requests import ImageInput, LoadOptions
 from ...wire import NUMBER, SamplingFields, StopField, to_sampling
 from ..schemas import Body
 from ..services import Services
@@ -122,10 +122,10 @@ def sampling_of(body: Generation, default_max: int) -> Any:
     return to_sampling(options.sampling_fields(), options.max_tokens(), default_max)
 
 
-def refuse_images(svc: Services, images: Sequence[str], model: str) -> None:
-    if images:
-        limits = svc.config.current.vision
-        refuse_without_vision(decode_images(((i, None) for i in images), limits), model)
+def ollama_images(svc: Services, groups: Sequence[Sequence[str]]) -> list[tuple[ImageInput, ...]]:
+    """Each message's ``images`` (base64), decoded and bounded together."""
+    limits = svc.config.current.vision
+    return decode_grouped([[(i, None) for i in group] for group in groups], limits)
 
 
 async def prepare(svc: Services, body: Named, may_load: bool) -> str:

@@ -23,13 +23,13 @@ from ... import errors as e
 from ... import structured
 from ...chat.parse import Delta
 from ...chat.turn import ChatReply, generate_request
-from ...requests import EmbedItem, GenerateRequest, TokenLogprob, Usage
+from ...requests import EmbedItem, GenerateRequest, ImageInput, TokenLogprob, Usage
 from ...structured import Constraint, JsonReply
 from ...wire import NUMBER, EmbedInput, to_sampling
 from ..cards import CARD_CACHE, model_card, wanted_type
 from ..edge import may_load_models, read_body
 from ..routing import Route
-from ..schemas import Body, ChatMessageIn, ModelName, Sampling, refuse_images
+from ..schemas import Body, ChatMessageIn, ModelName, Sampling, message_images
 from ..services import Services, services
 from ..sse import EventStream
 from ..streaming import Run, model_to_use, streamed
@@ -136,7 +136,12 @@ class ChatTurn:
     """A chat body as the manager runs it: the request, the reply's constraint
     (a forced tool call wins over a response format) and the tool selection."""
 
-    def __init__(self, body: ChatCompletionRequest, default_max: int) -> None:
+    def __init__(
+        self,
+        body: ChatCompletionRequest,
+        default_max: int,
+        images: list[tuple[ImageInput, ...]] | None = None,
+    ) -> None:
         self.tools = structured.tool_choice(
             body.tool_specs(), body.tool_choice, body.parallel_tool_calls
         )
@@ -151,6 +156,7 @@ class ChatTurn:
             max_tokens=body.max_completion_tokens or body.max_tokens,
             default_max=default_max,
             enable_thinking=thinking,
+            images=images or (),
         )
         top = (body.top_logprobs or 0) if body.logprobs else None
         self.request = replace(self.request, n=body.choices, logprobs=top)
@@ -225,8 +231,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     config = svc.config.current
     body = await read_body(request, ChatCompletionRequest, config.http)
-    refuse_images(body.messages, config.vision, body.model)
-    turn = ChatTurn(body, config.generation.default_max_tokens)
+    images = message_images(body.messages, config.vision)
+    turn = ChatTurn(body, config.generation.default_max_tokens, images)
     stream = bool(body.stream)
     model = model_to_use(request, body.model)
     may_load = may_load_models(request, config.http)

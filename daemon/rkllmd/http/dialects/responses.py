@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -21,11 +22,12 @@ from ... import errors as e
 from ... import structured
 from ...chat.parse import Delta, ToolCall
 from ...chat.turn import ChatReply, to_message
+from ...config import VisionSection
 from ...requests import ChatMessage, GenerateRequest, Usage
 from ...wire import NUMBER, SamplingFields, to_sampling
 from ..edge import may_load_models, read_body
 from ..routing import Route
-from ..schemas import Body, ChatMessageIn, ModelName, refuse_images
+from ..schemas import Body, ChatMessageIn, ModelName, message_images
 from ..services import Services, services
 from ..sse import EventStream
 from ..streaming import Run, model_to_use
@@ -140,19 +142,19 @@ def _parsed(model: type[BaseModel], data: Any, where: str) -> Any:
         raise e.InvalidParams(f"{place}: {first['msg']}", param=place) from None
 
 
-def input_messages(body: ResponsesRequest) -> tuple[list[ChatMessage], list[ChatMessageIn]]:
-    """The items as chat turns (consecutive calls join one assistant turn), and the
-    message items as received (their images are checked by the caller)."""
+def input_messages(body: ResponsesRequest, limits: VisionSection) -> list[ChatMessage]:
+    """The items as chat turns (consecutive calls join one assistant turn), message
+    items with their images (``input_image``), decoded and bounded together."""
     if isinstance(body.input, str):
-        return [ChatMessage("user", body.input)], []
+        return [ChatMessage("user", body.input)]
     turns: list[ChatMessage] = []
-    received: list[ChatMessageIn] = []
+    received: list[tuple[int, ChatMessageIn]] = []  # message items and their turn
     for index, item in enumerate(body.input):
         where = f"input[{index}]"
         kind = item.get("type", "message") if isinstance(item, dict) else None
         if kind == "message":
             message = _parsed(InputMessage, item, where)
-            received.append(message)
+            received.append((len(turns), message))
             turns.append(to_message(message))
         elif kind == "function_call":
             call = _parsed(FunctionCallItem, item, where)
@@ -171,7 +173,11 @@ def input_messages(body: ResponsesRequest) -> tuple[list[ChatMessage], list[Chat
             continue  # our own reasoning, handed back: not part of the prompt
         else:
             raise e.InvalidParams(f"{where}: items of type {kind!r} are not supported", param=where)
-    return turns, received
+    images = message_images([message for _, message in received], limits)
+    for (at, _), seen in zip(received, images, strict=True):
+        if seen:
+            turns[at] = replace(turns[at], images=seen)
+    return turns
 
 
 def _parts_text(parts: list[Item]) -> str:
@@ -201,8 +207,7 @@ class Turn:
         history: tuple[ChatMessage, ...] = ()
         if body.previous_response_id:
             history = svc.responses.get(config.responses, body.previous_response_id).history
-        turns, received = input_messages(body)
-        refuse_images(received, config.vision, body.model)
+        turns = input_messages(body, config.vision)
         self.conversation = (*history, *turns)
         tools = chat_tools(body.tools)
         self.tools = structured.tool_choice(tools, body.tool_choice, body.parallel_tool_calls)

@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import ConfigDict, Field, StrictBool
 
 from ... import errors as e
-from ...images import MIME_TYPES, ImageInput, decode_images, refuse_without_vision
+from ...images import MIME_TYPES, ImageInput, decode_grouped
 from ...requests import ChatMessage, GenerateRequest, Sampling
 from ...wire import NUMBER
 from ..edge import may_load_models, read_body
@@ -181,7 +181,7 @@ def _model_entry(svc: Services) -> list[dict[str, Any]]:
             "path": resident.entry.relpath,
             "context_length": resident.props.n_ctx,
             "max_context_length": meta.context_length or resident.props.n_ctx_train,
-            "vision": False,
+            "vision": resident.props.vision,
             "state": status.state.value,
         }
     ]
@@ -240,7 +240,9 @@ GIVEN = {
 }
 
 
-def _generate_request(body: SimpleChatRequest, default_max: int) -> GenerateRequest:
+def _generate_request(
+    body: SimpleChatRequest, default_max: int, images: list[tuple[ImageInput, ...]]
+) -> GenerateRequest:
     c = body.config
     sampling = Sampling(
         max_tokens=c.maxTokens or default_max,
@@ -251,7 +253,10 @@ def _generate_request(body: SimpleChatRequest, default_max: int) -> GenerateRequ
         given=tuple(sorted(GIVEN[f] for f in c.model_fields_set if f in GIVEN)),
     )
     if body.messages:
-        messages = tuple(ChatMessage(m.role, m.content) for m in body.messages)
+        messages = tuple(
+            ChatMessage(m.role, m.content, images=seen)
+            for m, seen in zip(body.messages, images, strict=True)
+        )
     elif body.prompt is not None:
         messages = (ChatMessage("user", body.prompt),)
     else:
@@ -259,9 +264,9 @@ def _generate_request(body: SimpleChatRequest, default_max: int) -> GenerateRequ
     return GenerateRequest(messages=messages, sampling=sampling)
 
 
-def _images(svc: Services, body: SimpleChatRequest) -> tuple[ImageInput, ...]:
-    sent = [(i.data_base64, i.mime_type) for m in body.messages or () for i in m.images]
-    return decode_images(sent, svc.config.current.vision)
+def _images(svc: Services, body: SimpleChatRequest) -> list[tuple[ImageInput, ...]]:
+    sent = [[(i.data_base64, i.mime_type) for i in m.images] for m in body.messages or ()]
+    return decode_grouped(sent, svc.config.current.vision)
 
 
 def _model_for(svc: Services, body: SimpleChatRequest, default: str | None) -> str | None:
@@ -286,10 +291,9 @@ def _chat_route(default_model: Callable[[Services], str | None], stream: bool) -
         svc = services(request)
         config = svc.config.current
         body = await read_body(request, SimpleChatRequest, config.http)
-        generate = _generate_request(body, config.generation.default_max_tokens)
         images = _images(svc, body)
+        generate = _generate_request(body, config.generation.default_max_tokens, images)
         model = _model_for(svc, body, default_model(svc))
-        refuse_without_vision(images, model or svc.manager.status().model)
         may_load = may_load_models(request, config.http)
         async with generation(svc.manager, config.http, generate, model, may_load=may_load) as run:
             if not stream:

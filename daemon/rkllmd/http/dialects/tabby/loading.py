@@ -104,8 +104,11 @@ def _ignored(body: TabbyLoadRequest, entry: ModelEntry) -> list[str]:
         notes.append(f"cache_mode {body.cache_mode} does not apply: {where} keeps an FP16 cache")
     if body.chunk_size is not None and entry.format == "rkllm":
         notes.append("chunk_size does not apply: the NPU runtime prefills in its own chunks")
-    if body.vision:
-        notes.append("vision is not available for this model")
+    if body.vision is not None:
+        notes.append(
+            "vision is not switched per load: a model sees when a projector (*mmproj*.gguf) "
+            "or a vision encoder (.rknn) is paired with it; see use_vision in its card"
+        )
     if body.draft_model is not None:
         notes.extend(_ignored_draft(body.draft_model))
     if body.backend is not None and body.backend not in ("llamacpp", "llama.cpp", "rkllm"):

@@ -70,7 +70,7 @@ def resident_card(resident: Resident, draft: str | None = None) -> dict[str, Any
             "chunk_size": batch if isinstance(batch, int) else None,
             "prompt_template": template_name(resident),
             "prompt_template_content": props.chat_template,
-            "use_vision": False,
+            "use_vision": props.vision,
             "format": resident.entry.format,
             "backend": props.backend,
             "draft": draft_card(draft, props) if draft else None,
