@@ -8,7 +8,6 @@ import socket
 import stat
 
 import pytest
-from rkllmd.rpc.server import MAX_LINE_BYTES
 
 from tests.helpers import RpcClient
 
@@ -135,6 +134,9 @@ def test_huge_batch_is_refused_whole(idle) -> None:
     assert "rescan called" not in idle.log()
 
 
+MAX_LINE_BYTES = 16 * 1024 * 1024  # rpc/server.py: a chat with its images inline
+
+
 def test_oversize_line_closes_only_that_connection(idle) -> None:
     other = idle.client()
     big = idle.client()
@@ -147,6 +149,7 @@ def test_oversize_line_closes_only_that_connection(idle) -> None:
         )
     answer = big.read_message()
     assert answer["error"]["code"] == -32600 and answer["id"] is None
+    assert "16384 KiB" in answer["error"]["message"]
     with pytest.raises((ConnectionError, OSError)):
         big.send_raw(b'{"jsonrpc":"2.0","method":"status","id":2}\n' * 1000)
         big.read_message()
