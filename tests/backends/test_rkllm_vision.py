@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 from rkllmd.backends.rkllm import rknn
 from rkllmd.backends.rkllm.backend import RkllmBackend
-from rkllmd.errors import ContextLengthExceeded, InvalidImage, ModelHasNoVision
+from rkllmd.errors import ContextLengthExceeded, GenerationFailed, InvalidImage, ModelHasNoVision
 from rkllmd.images import ImageInput, identify
 from rkllmd.props import ModelProps
 from rkllmd.requests import BackendDefaults, ChatMessage, GenerateRequest, LoadOptions, Sampling
@@ -306,3 +306,27 @@ def test_the_binding_lays_out_the_structs_as_the_c_compiler_does() -> None:
         assert ctypes.sizeof(kind) == rknn.EXPECTED_SIZES[name], name
     assert lib.rknn_double_sizeof(b"rknn_context") == ctypes.sizeof(rknn.Context)
     assert rknn.sizes_match() == []
+
+
+def test_an_encoder_the_runtime_refuses_leaves_the_model_text_only(
+    load: Loader, npu_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_encoder(npu_models, "Qwen2.5-VL-3B-Instruct_W8A8_RK3588.rknn")
+    monkeypatch.setenv("RKNN_DOUBLE_FAIL", "init")
+    backend, props = load()
+    assert props.vision is False
+    assert any("could not be loaded: rknn_init failed (-6)" in note for note in props.notes)
+    assert generate(backend, ask("[[say:still here]]"))[0] == "still here"
+
+
+def test_an_encoder_failing_mid_request_fails_that_request_only(
+    load: Loader, npu_models: Path, call_log: CallLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_encoder(npu_models, "Qwen2.5-VL-3B-Instruct_W8A8_RK3588.rknn", height=16, width=16)
+    backend, _ = load()
+    monkeypatch.setenv("RKNN_DOUBLE_FAIL", "run")
+    with pytest.raises(GenerationFailed, match="vision encoder failed: rknn_run failed"):
+        generate(backend, ask("fails", png(8, 8, (1, 1, 1))))
+    assert call_log.runs() == []
+    monkeypatch.delenv("RKNN_DOUBLE_FAIL")
+    assert generate(backend, ask("works", png(8, 8, (1, 1, 1))))[0].startswith("Reply ")
