@@ -19,28 +19,20 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from . import __version__
-from .catalog.loras import lora_dir
 from .catalog.registry import ModelEntry, ModelRegistry
 from .config import LiveConfig
 from .embedslot import EmbeddingSlot
-from .errors import (
-    DraftIncompatible,
-    InvalidParams,
-    LoadFailed,
-    LoadNotPermitted,
-    ModelHasNoVision,
-    ModelPinned,
-    NoModelLoaded,
-    RkllmdError,
-)
+from .errors import LoadFailed, LoadNotPermitted, ModelPinned, NoModelLoaded, RkllmdError
+from .idle import IdleTimer
+from .loadplan import LoadPlanner, check_options, check_supported, load_failure
 from .metrics import Metrics
 from .presets import SamplerPresets
 from .props import ModelProps
-from .requests import BackendDefaults, EmbedItem, GenerateRequest, GenerationEvent, LoadOptions
+from .requests import EmbedItem, GenerateRequest, GenerationEvent, LoadOptions
 from .slot import ModelSlot
 from .stats import GenerationStats
 from .views import (
@@ -93,27 +85,6 @@ async def _no_progress(stage: str, fraction: float | None, message: str) -> None
     return None
 
 
-def _check_options(entry: ModelEntry, options: LoadOptions) -> None:
-    """Refuse what the catalogue already knows cannot load, before anything is unloaded."""
-    limit = entry.meta.context_length
-    if options.ctx_size and limit and options.ctx_size > limit:
-        raise LoadFailed(
-            f"ctx_size {options.ctx_size} exceeds the model's limit of {limit} tokens",
-            limit=limit,
-        )
-    if entry.format != "gguf" and (options.draft_model or options.lookup_ngram):
-        raise DraftIncompatible(
-            f"speculative decoding needs llama.cpp: {entry.id} runs on the NPU runtime, "
-            "which has no draft support"
-        )
-
-
-def _failure(entry: ModelEntry, exc: Exception) -> LoadFailure:
-    if isinstance(exc, RkllmdError):
-        return LoadFailure(entry.id, exc.code, exc.message, datetime.now(UTC))
-    return LoadFailure(entry.id, "internal_error", "the load failed", datetime.now(UTC))
-
-
 class ModelManager:
     def __init__(
         self,
@@ -135,8 +106,8 @@ class ModelManager:
         self._resident: _Resident | None = None
         self._load_failure: LoadFailure | None = None
         self._pending_load: tuple[ModelEntry, LoadOptions, asyncio.Task[None]] | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
-        self._idle_deadline: datetime | None = None
+        self._idle = IdleTimer()
+        self._plan = LoadPlanner(config, registry)
         self._started = time.monotonic()
         self._generating = 0
         self._stats = GenerationStats(self.metrics)
@@ -144,7 +115,7 @@ class ModelManager:
         self.on_change: Callable[[], None] = lambda: None
         self._listing: tuple[tuple[Path | None, ...], list[ModelView]] | None = None
         registry.add_listener(self._forget_listing)
-        self.embedding = EmbeddingSlot(config, spawn, self._defaults, self.metrics)
+        self.embedding = EmbeddingSlot(config, spawn, self._plan.defaults, self.metrics)
         self.presets = SamplerPresets(config)
 
     # --- queries -------------------------------------------------------------------
@@ -262,16 +233,16 @@ class ModelManager:
         if self._is_resident(entry, options):
             await progress("ready", 1.0, f"{entry.id} is already loaded")
             return
-        _check_options(entry, options)  # refused here, the resident model still serves
-        self._draft_path(options.draft_model)  # so is a draft model that is not one
+        check_options(entry, options)  # refused here, the resident model still serves
+        self._plan.draft_path(options.draft_model)  # so is a draft model that is not one
         previous = self._resident
         if previous is not None:
             await progress("unloading", 0.05, f"unloading {previous.entry.id}")
             await self._unload_locked()
         try:
-            await self._start(entry, options, progress, pinned=self._pinned_by_config(entry))
+            await self._start(entry, options, progress, pinned=self._plan.pinned_by_config(entry))
         except Exception as exc:
-            failure = _failure(entry, exc)
+            failure = load_failure(entry, exc)
             if previous is not None:
                 failure = await self._restore(previous, failure, progress)
             self._load_failure = failure
@@ -293,8 +264,8 @@ class ModelManager:
             props = await worker.load(
                 entry.path,
                 entry.format,
-                replace(options, draft_model=self._draft_path(options.draft_model)),
-                self._defaults(entry.format),
+                replace(options, draft_model=self._plan.draft_path(options.draft_model)),
+                self._plan.defaults(entry.format),
                 self._live.current.worker.load_timeout_seconds,
                 root=entry.root,
             )
@@ -329,49 +300,6 @@ class ModelManager:
             self._set_state(State.FAILED, subject=failure.model, reason=reason)
             return failure
         return replace(failure, restored=old.id)
-
-    def _pinned_by_config(self, entry: ModelEntry) -> bool:
-        name = self._live.current.generation.pin
-        if not name:
-            return False
-        try:
-            return self._registry.resolve(name).path == entry.path
-        except RkllmdError:
-            return False
-
-    def _defaults(self, fmt: str = "gguf") -> BackendDefaults:
-        config = self._live.current
-        if fmt == "rkllm":
-            npu = config.rkllm
-            return BackendDefaults(
-                ctx_size=npu.ctx_size,
-                threads=npu.threads,
-                chat_template=npu.chat_template,
-                library=str(npu.library) if npu.library else None,
-                rknn_library=str(npu.rknn_library) if npu.rknn_library else None,
-                runtime_version=npu.version,
-                lora_dir=str(lora_dir(config.models_dir)),
-            )
-        cpu = config.llamacpp
-        return BackendDefaults(
-            ctx_size=cpu.ctx_size,
-            threads=cpu.threads,
-            batch_size=cpu.batch_size,
-            lora_dir=str(lora_dir(config.models_dir)),
-            parallel=cpu.parallel,
-            draft_model=self._draft_path(cpu.draft_model),
-            lookup_ngram=cpu.lookup_ngram,
-            draft_tokens=cpu.draft_tokens,
-        )
-
-    def _draft_path(self, name: str | None) -> str | None:
-        """The file of a draft model named in config or a load request."""
-        if not name:
-            return None
-        entry = self._registry.resolve(name)
-        if entry.format != "gguf":
-            raise DraftIncompatible(f"the draft model {entry.id} is not a GGUF model")
-        return str(entry.path)
 
     async def unload(self) -> Status:
         async with self._slot.hold(bounded=False, exclusive=True):
@@ -417,7 +345,7 @@ class ModelManager:
         started = time.monotonic()
         async with self._serving(entry, max(1, request.n), may_load) as resident:
             loaded = time.monotonic() - started if resident.loaded_at_mono >= started else 0.0
-            _check_supported(request, resident.entry.id, resident.props)
+            check_supported(request, resident.entry.id, resident.props)
             self._generating += 1
             self._set_state(State.GENERATING)
             events = self._stats.track(
@@ -533,7 +461,7 @@ class ModelManager:
 
     def expires_at(self) -> datetime | None:
         """When the resident model will be unloaded for idleness (None: not planned)."""
-        return self._idle_deadline
+        return self._idle.deadline
 
     def _serves(self, entry: ModelEntry | None) -> bool:
         resident = self._resident
@@ -589,24 +517,16 @@ class ModelManager:
 
     def _arm_idle_timer(self) -> None:
         """(Re)start the keep-alive countdown after the model was last used."""
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-        self._idle_deadline = None
+        self._idle.cancel()
         resident = self._resident
         if resident is None or resident.pinned:
             return
         keep_alive = resident.keep_alive
         if keep_alive is None:  # the configured time, where 0 means "keep it"
             keep_alive = self._live.current.generation.keep_alive_seconds or math.inf
-        if math.isinf(keep_alive):
-            return
-        loop = asyncio.get_running_loop()
-        self._idle_timer = loop.call_later(keep_alive, self._on_idle, resident, keep_alive)
-        self._idle_deadline = datetime.now(UTC) + timedelta(seconds=keep_alive)
+        self._idle.arm(keep_alive, lambda: self._on_idle(resident, keep_alive))
 
     def _on_idle(self, resident: _Resident, keep_alive: float) -> None:
-        self._idle_timer = None
         if self._resident is resident and not self._slot.busy() and not self._slot.closing:
             logger.info("unloading %s after %.0f s idle", resident.entry.id, keep_alive)
             task = asyncio.create_task(self._unload_if_still_idle(resident))
@@ -631,8 +551,7 @@ class ModelManager:
 
     async def shutdown(self, drain_seconds: float) -> None:
         """Refuse new work, let the running generations finish, then free the model."""
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        self._idle.cancel()
         if not await self._slot.drain(drain_seconds):
             logger.warning("generations still running after %.1f s; stopping them", drain_seconds)
         resident, self._resident = self._resident, None
@@ -643,29 +562,6 @@ class ModelManager:
             with contextlib.suppress(BaseException):
                 await self._pending_load[2]
         self._set_state(State.IDLE)
-
-
-def _check_supported(request: GenerateRequest, model_id: str, props: ModelProps) -> None:
-    """Refuse what the resident model's backend cannot do, before it starts."""
-    if request.n > props.slots:
-        raise InvalidParams(
-            f"n={request.n} needs {request.n} parallel generations; "
-            f"{model_id} runs {props.slots} at once",
-            param="n",
-        )
-    images = len(request.images)
-    if images and not props.vision:
-        raise ModelHasNoVision(
-            f"{model_id} cannot see images; send the request without them or use a "
-            "model with a vision projector or encoder",
-            model=model_id,
-            images=images,
-        )
-    if request.logprobs is not None and not props.logprobs:
-        raise InvalidParams(
-            f"log-probabilities are not available on the {props.backend} backend",
-            param="logprobs",
-        )
 
 
 __all__ = ["Generation", "LoadFailed", "ModelManager", "State"]
