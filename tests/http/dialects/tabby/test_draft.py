@@ -191,3 +191,15 @@ async def test_a_draft_with_another_vocabulary_is_refused_and_the_model_comes_ba
     status = manager_of(client).status()
     assert status.model == MODEL_ID and status.state.value == "ready"
     assert status.resident is not None and status.resident.options.draft_model is None
+
+
+@pytest.mark.real_model
+async def test_the_configured_draft_shows_on_the_card(make_client, draft_dir: Path) -> None:
+    """``[llamacpp] draft_model`` drafts for every GGUF load that names none: the card
+    and an API key's draft list show it."""
+    client = await make_client(http=KEYS, llamacpp={"parallel": 1, "draft_model": DRAFT})
+    card = await (await client.get("/v1/model", headers=USER)).json()
+    assert card["parameters"]["draft"]["id"] == DRAFT
+    assert card["parameters"]["draft"]["parameters"]["draft_tokens"] >= 1
+    listed = await (await client.get("/v1/models/draft", headers=USER)).json()
+    assert [c["id"] for c in listed["data"]] == [DRAFT]

@@ -74,10 +74,12 @@ def harness() -> Iterator[Path]:
 
 
 def _models(root: Path) -> Path:
-    """The document's model names, each the test model under that name."""
+    """The document's model names, each the test model under that name, and a draft
+    model in the draft folder."""
     models = root / "models"
     (models / "BAAI").mkdir(parents=True)
-    for name in ("mistral-7b-v0.1", "llama2-70b", "BAAI/bge-small-en-v1.5"):
+    (models / "draft").mkdir()
+    for name in ("mistral-7b-v0.1", "llama2-70b", "BAAI/bge-small-en-v1.5", "draft/tiny-draft"):
         place_model(models, f"{name}.gguf")  # a path names a model too: BAAI/bge-...
     sidecar = {"type": "embedding"}
     (models / "BAAI" / "bge-small-en-v1.5.rkllmd.json").write_text(json.dumps(sidecar))
@@ -130,9 +132,16 @@ def failed(steps: dict[str, Any], name: str, code: str) -> dict[str, Any]:
 
 def _check(steps: dict[str, Any]) -> None:
     listed = ok(steps, "list")
-    assert set(listed["ids"]) == {"mistral-7b-v0.1", "llama2-70b", "bge-small-en-v1.5"}
+    # The client's List reads OpenAI's /v1/models: every model, the draft too (its card
+    # says type "draft"; TabbyAPI's own /v1/model/list leaves drafts out).
+    assert set(listed["ids"]) == {
+        "mistral-7b-v0.1",
+        "llama2-70b",
+        "bge-small-en-v1.5",
+        "tiny-draft",
+    }
     assert listed["owned_by"] == "rkllmd" and listed["created"] > 0
-    assert ok(steps, "list_draft")["ids"] == []
+    assert ok(steps, "list_draft")["ids"] == ["tiny-draft"]  # the admin key sees the folder
     assert ok(steps, "get")["id"] == "llama2-70b"
     props = ok(steps, "props")
     # llama.cpp runs RKLLMD_LLAMACPP__PARALLEL sequences; the fast tier's fake backend one.
