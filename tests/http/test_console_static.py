@@ -78,6 +78,7 @@ async def test_status_route_is_rkllmctl_status(client: TestClient[Any, Any]) -> 
     assert body["model"] == MODEL_ID
     assert body["worker_pid"] > 0
     assert body["worker_rss_bytes"] > 0
+    assert body["vision"] is False
     assert set(body["counters"]) >= {"generations", "aborted", "completion_tokens"}
 
 

@@ -44,6 +44,8 @@ def status_body(manager: ModelManager) -> dict[str, Any]:
     st = manager.status()
     body = render.status(st)
     body["worker_rss_bytes"] = rss_bytes(st.worker_pid)
+    # Whether the resident model takes images (the console's chat offers an upload).
+    body["vision"] = bool(st.resident and st.resident.props.vision)
     if body["embedding"] is not None:
         body["embedding"]["worker_rss_bytes"] = rss_bytes(body["embedding"]["worker_pid"])
     return body

@@ -25,15 +25,13 @@ CHROMEDRIVER = shutil.which("chromedriver") or (
 # Generous: the machine running the suite may be busy; waits end as soon as they can.
 WAIT_SECONDS = 120.0
 
-# Every test module of the console: the real model, and a browser to drive.
-needs_browser = [
-    pytest.mark.real_model,
-    pytest.mark.skipif(
-        CHROMIUM is None or CHROMEDRIVER is None,
-        reason="the console's browser tests need Debian's chromium and chromium-driver "
-        "(apt-get install chromium chromium-driver; .ci/run and make setup as root install them)",
-    ),
-]
+# Every test module of the console needs a browser to drive (and most the real model).
+browser_present = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="the console's browser tests need Debian's chromium and chromium-driver "
+    "(apt-get install chromium chromium-driver; .ci/run and make setup as root install them)",
+)
+needs_browser = [pytest.mark.real_model, browser_present]
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +75,20 @@ def wait_for(driver: WebDriver, condition: Callable[[], Any], what: str) -> Any:
     return WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.2).until(
         attempt, f"timed out waiting for {what}"
     )
+
+
+def click(driver: WebDriver, finder: Callable[[], Any], what: str) -> None:
+    """Find and click, again if the page re-rendered the element in between (a live
+    event can replace a view's elements at any moment)."""
+
+    def attempt() -> bool:
+        element = finder()
+        if element is None:
+            return False
+        element.click()
+        return True
+
+    wait_for(driver, attempt, what)
 
 
 def find(driver: WebDriver, css: str) -> WebElement:

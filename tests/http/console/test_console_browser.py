@@ -17,7 +17,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.helpers import MODEL_ID, DaemonProcess, model_source, place_model, short_tempdir
-from tests.http.console.conftest import find, needs_browser, severe_logs, text_of, wait_for
+from tests.http.console.conftest import click, find, needs_browser, severe_logs, text_of, wait_for
 from tests.store.hubstub import Fault, HubStub
 
 pytestmark = needs_browser
@@ -94,8 +94,8 @@ def test_unload_and_load_from_the_page_change_rkllmctl_status(
     browser: WebDriver, daemon: DaemonProcess, artifacts: Path
 ) -> None:
     open_view(browser, daemon, "models")
-    wait_for(browser, lambda: model_row(browser, MODEL_ID), "the model's row").click()
-    wait_for(browser, lambda: find(browser, "#unload-button"), "the unload button").click()
+    click(browser, lambda: model_row(browser, MODEL_ID), "the model's row")
+    click(browser, lambda: find(browser, "#unload-button"), "the unload button")
     wait_for(browser, lambda: rkllmctl(daemon, "status")["state"] == "idle", "the unload")
     wait_for(browser, lambda: "● loaded" not in model_row(browser, MODEL_ID).text, "the row")
     wait_for(browser, lambda: text_of(browser, "#toast") == "Unloaded", "the page's answer")
@@ -132,6 +132,7 @@ def test_chat_streams_and_stop_aborts_the_generation(
     browser: WebDriver, daemon: DaemonProcess, artifacts: Path
 ) -> None:
     set_chat_settings(browser, daemon, max_tokens="8", temperature="0")
+    assert not browser.find_elements(By.ID, "chat-images")  # SmolLM2 cannot see
     send(browser, "Say hello")
     wait_for(browser, lambda: "completion tokens" in last_reply(browser), "the reply's counts")
     reply = last_reply(browser)
@@ -154,7 +155,7 @@ def test_chat_streams_and_stop_aborts_the_generation(
         lambda: rkllmctl(daemon, "status")["counters"]["aborted"] > aborted,
         "the daemon's aborted counter",
     )
-    assert rkllmctl(daemon, "status")["state"] == "ready"
+    wait_for(browser, lambda: rkllmctl(daemon, "status")["state"] == "ready", "the slot back")
     # The conversation stays in the browser: a reload shows it again.
     browser.refresh()
     wait_for(browser, lambda: "stopped" in last_reply(browser), "the kept conversation")
@@ -198,8 +199,8 @@ def test_delete_asks_for_confirmation_naming_the_file(
     browser: WebDriver, daemon: DaemonProcess, artifacts: Path
 ) -> None:
     open_view(browser, daemon, "models")
-    wait_for(browser, lambda: model_row(browser, "tiny"), "the pulled model").click()
-    wait_for(browser, lambda: find(browser, "#delete-button"), "the delete button").click()
+    click(browser, lambda: model_row(browser, "tiny"), "the pulled model")
+    click(browser, lambda: find(browser, "#delete-button"), "the delete button")
     dialog_open = "return document.getElementById('confirm-dialog').open"
     wait_for(browser, lambda: browser.execute_script(dialog_open), "the confirmation")
     assert PULLED_FILE in text_of(browser, "#confirm-files")

@@ -12,7 +12,7 @@ import pytest
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.helpers import MODEL_ID, DaemonProcess, place_model, short_tempdir
-from tests.http.console.conftest import find, needs_browser, text_of, wait_for
+from tests.http.console.conftest import click, find, needs_browser, text_of, wait_for
 
 pytestmark = needs_browser
 
@@ -54,6 +54,7 @@ def test_page_asks_for_the_key_and_shows_a_wrong_one(
     find(browser, "#key-submit").click()
     wait_for(browser, lambda: text_of(browser, "#state-model") == MODEL_ID, "the state")
     wait_for(browser, lambda: text_of(browser, "#key-badge") == "admin key", "the key's badge")
+    assert not browser.execute_script(DIALOG_OPEN)  # no stale refusal reopened it
     stored = browser.execute_script("return sessionStorage.getItem('rkllmd.key')")
     assert stored == ADMIN_KEY
     assert ADMIN_KEY not in browser.current_url
@@ -70,8 +71,8 @@ def test_the_api_key_may_not_manage(browser: WebDriver, daemon: DaemonProcess) -
     give_key(browser, API_KEY)
     wait_for(browser, lambda: "no management" in text_of(browser, "#key-badge"), "the badge")
     row = f"#model-table tr[data-id='{MODEL_ID}']"
-    wait_for(browser, lambda: find(browser, row), "the model's row").click()
-    wait_for(browser, lambda: find(browser, "#unload-button"), "the unload button").click()
+    click(browser, lambda: find(browser, row), "the model's row")
+    click(browser, lambda: find(browser, "#unload-button"), "the unload button")
     wait_for(browser, lambda: "admin key" in text_of(browser, "#toast"), "the refusal")
     assert "permission_denied" in text_of(browser, "#toast")
     assert daemon.call("status")["state"] == "ready"

@@ -32,19 +32,23 @@ export function errorOf(body, status, fallback) {
   return new ApiError(status, code, message);
 }
 
-async function failure(resp) {
+async function failure(resp, sentKey) {
   let body = null;
   try { body = await resp.json(); } catch { /* not JSON */ }
   const error = errorOf(body, resp.status, resp.statusText);
-  if (resp.status === 401) window.dispatchEvent(new CustomEvent('rkllmd:auth', { detail: error }));
+  // A refusal of a key the user has replaced since is old news: only the key in use counts.
+  if (resp.status === 401 && sentKey === getKey()) {
+    window.dispatchEvent(new CustomEvent('rkllmd:auth', { detail: error }));
+  }
   return error;
 }
 
 export async function call(method, path, body, { signal } = {}) {
+  const sentKey = getKey();
   const init = { method, signal, headers: headers(body === undefined ? {} : { 'Content-Type': 'application/json' }) };
   if (body !== undefined) init.body = JSON.stringify(body);
   const resp = await fetch(path, init);
-  if (!resp.ok) throw await failure(resp);
+  if (!resp.ok) throw await failure(resp, sentKey);
   const type = resp.headers.get('Content-Type') || '';
   return type.includes('json') ? resp.json() : resp.text();
 }
@@ -53,10 +57,11 @@ export async function call(method, path, body, { signal } = {}) {
 export async function* events(method, path, body, signal) {
   const extra = { Accept: 'text/event-stream' };
   if (body !== undefined) extra['Content-Type'] = 'application/json';
+  const sentKey = getKey();
   const init = { method, signal, headers: headers(extra) };
   if (body !== undefined) init.body = JSON.stringify(body);
   const resp = await fetch(path, init);
-  if (!resp.ok) throw await failure(resp);
+  if (!resp.ok) throw await failure(resp, sentKey);
   const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   for (;;) {

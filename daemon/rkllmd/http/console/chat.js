@@ -22,7 +22,28 @@ function restore() {
 const chat = { ...restore(), controller: null };
 
 function save() {
-  localStorage.setItem(SAVED, JSON.stringify({ settings: chat.settings, messages: chat.messages }));
+  try {
+    localStorage.setItem(SAVED, JSON.stringify({ settings: chat.settings, messages: chat.messages }));
+  } catch {
+    toast('The conversation is too large to keep in this browser (images?); it is kept until the page closes.');
+  }
+}
+
+// Images picked for the next message, as data: URLs (OpenAI's image_url parts).
+let pending = [];
+
+function readImage(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result));
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+function content(m) {
+  if (!m.images || !m.images.length) return m.content;
+  return [{ type: 'text', text: m.content }, ...m.images.map((url) => ({ type: 'image_url', image_url: { url } }))];
 }
 
 function stats(msg) {
@@ -43,6 +64,7 @@ function messageElement(msg) {
     h('div', { class: 'role' }, msg.role),
     thought ? h('details', { class: 'reasoning' }, h('summary', {}, 'Reasoning'), h('div', { class: 'muted' }, thought)) : null,
     msg.role === 'assistant' ? markdown(answer) : h('div', { class: 'plain' }, answer),
+    msg.images && msg.images.length ? h('div', { class: 'thumbs' }, msg.images.map((src) => h('img', { src, alt: 'attached image' }))) : null,
     msg.error ? h('p', { class: 'error' }, msg.error) : null,
     stats(msg));
 }
@@ -51,7 +73,7 @@ function requestBody(settings) {
   const messages = [];
   if (settings.system.trim()) messages.push({ role: 'system', content: settings.system });
   for (const m of chat.messages) {
-    if (!m.error && m.content) messages.push({ role: m.role, content: m.content });
+    if (!m.error && m.content) messages.push({ role: m.role, content: content(m) });
   }
   const body = { model: settings.model || (store.status && store.status.model) || '', messages, stream: true, stream_options: { include_usage: true } };
   for (const name of ['temperature', 'top_p', 'max_tokens', 'seed']) {
@@ -61,7 +83,8 @@ function requestBody(settings) {
 }
 
 async function send(text) {
-  chat.messages.push({ role: 'user', content: text });
+  chat.messages.push(pending.length ? { role: 'user', content: text, images: pending } : { role: 'user', content: text });
+  pending = [];
   const reply = { role: 'assistant', content: '', reasoning: '' };
   const body = requestBody(chat.settings);
   chat.messages.push(reply);
@@ -98,7 +121,7 @@ async function send(text) {
   }
   const completion = usage ? usage.completion_tokens : pieces;
   const rate = completion > 1 && last > first ? ((completion - 1) * 1000) / (last - first) : null;
-  reply.stats = { prompt_tokens: usage ? usage.prompt_tokens : undefined, completion_tokens: completion, counted: !usage, rate };
+  if (!reply.error) reply.stats = { prompt_tokens: usage ? usage.prompt_tokens : undefined, completion_tokens: completion, counted: !usage, rate };
   if (rate) recordRate(rate);
   chat.controller = null;
   save();
@@ -145,6 +168,12 @@ function render() {
       send(text).catch((err) => toast(err.message));
     } },
     h('textarea', { id: 'chat-input', rows: 2, placeholder: 'Message', class: 'grow' }),
+    store.status && store.status.vision ? h('label', { class: 'small' }, 'Images ', h('input', {
+      id: 'chat-images', type: 'file', accept: 'image/jpeg,image/png,image/webp', multiple: true,
+      onchange: async (ev) => {
+        try { pending = await Promise.all([...ev.target.files].map(readImage)); } catch (err) { toast(err.message); }
+      },
+    })) : null,
     h('button', { id: 'chat-send', type: 'submit', disabled: streaming }, 'Send'),
     h('button', { id: 'chat-stop', type: 'button', disabled: !streaming, onclick: () => chat.controller && chat.controller.abort() }, 'Stop'),
     h('button', { id: 'chat-clear', type: 'button', disabled: streaming, onclick: () => { chat.messages = []; save(); render(); } }, 'Clear')),
@@ -156,8 +185,15 @@ function render() {
 export function mountChat(el) {
   root = el;
   let models = null;
+  let vision = null;
   subscribe(() => {
-    // A new model list changes the model picker; status events leave the log alone.
-    if (store.models !== models && !chat.controller) { models = store.models; render(); }
+    // A new model list changes the model picker, a new resident model whether images
+    // may be attached; other status events leave the log alone.
+    const sees = Boolean(store.status && store.status.vision);
+    if ((store.models !== models || sees !== vision) && !chat.controller) {
+      models = store.models;
+      vision = sees;
+      render();
+    }
   });
 }

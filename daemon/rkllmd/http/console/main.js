@@ -61,7 +61,10 @@ function setUpKeyDialog() {
   window.addEventListener('rkllmd:auth', (ev) => {
     askForKey(getKey() ? `The daemon refused this key: ${ev.detail.message}` : '');
   });
+  // A dialog closed with Escape leaves the page locked: this button asks again.
+  document.getElementById('key-ask').addEventListener('click', () => askForKey(''));
   subscribe((s) => {
+    document.getElementById('key-ask').hidden = s.connection !== 'locked';
     if (s.connection === 'locked' && !document.getElementById('key-dialog').open) {
       askForKey(getKey() ? `The daemon refused this key: ${s.connectionError}` : '');
     }
