@@ -60,6 +60,20 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def _runnable(pid: int) -> bool:
+    """Whether a thread of the process is running or waiting for a CPU (state R).
+
+    On a loaded machine a computing worker may get less than ``_BUSY_SHARE`` of a
+    CPU; it is still computing. A runtime stuck waiting on nothing sleeps (S)."""
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            if (task / "stat").read_bytes().rsplit(b")", 1)[1].split()[0] == b"R":
+                return True
+    except (OSError, IndexError):
+        return False
+    return False
+
+
 ExitCallback = Callable[["WorkerProcess", str], None]
 
 
@@ -307,13 +321,16 @@ class WorkerProcess:
                 message = await asyncio.wait_for(queue.get(), grace)
             except TimeoutError:
                 now = _cpu_seconds(self.pid)
-                if now is None or busy is None or now - busy < grace * _BUSY_SHARE:
+                if busy is None or now is None or not self._computing(now - busy, grace):
                     self._kill_after_abort(grace)
                     return False
                 busy = now  # still evaluating the prompt: another grace
                 continue
             ended = message is _CRASHED or message["kind"] in (p.DONE, p.ERROR)
             return not ended
+
+    def _computing(self, cpu_seconds: float, grace: float) -> bool:
+        return cpu_seconds >= grace * _BUSY_SHARE or _runnable(self.pid)
 
     def _kill_after_abort(self, grace: float) -> None:
         logger.error("worker did not stop generating within %.1f s of abort; killing it", grace)
