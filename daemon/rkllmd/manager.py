@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import __version__
 from .catalog.registry import ModelEntry, ModelRegistry
+from .closing import aclose_fully
 from .config import LiveConfig
 from .embedslot import EmbeddingSlot
 from .errors import LoadFailed, LoadNotPermitted, ModelPinned, NoModelLoaded, RkllmdError
@@ -354,10 +355,12 @@ class ModelManager:
             try:
                 yield Generation(resident.entry.id, events, loaded)
             finally:
-                await events.aclose()
-                self._generating -= 1
-                if self._generating == 0 and self._state is State.GENERATING:
-                    self._set_state(State.READY)
+                try:
+                    await aclose_fully(events)  # the worker has stopped when this returns
+                finally:  # and a cancel it raises again must not skip the count
+                    self._generating -= 1
+                    if self._generating == 0 and self._state is State.GENERATING:
+                        self._set_state(State.READY)
         self._keep_alive(resident, keep_alive)
 
     async def _with_presets(self, request: GenerateRequest) -> GenerateRequest:
