@@ -6,7 +6,7 @@ with the same thread count, 4 sequences of the same context each, and
 interleaves the series rep by rep (A, B, A, B, ...): medians with min-max.
 Prints one JSON line. See docs/benchmarks.md for how to read it.
 
-    flock /work/coord/bench.lock .venv/bin/python bench/engine.py [--reps 5] [--threads 1]
+    .venv/bin/python bench/engine.py [--reps 5] [--threads 1]
 
 Series (HTTP SSE, greedy, client-side timing):
   single     one stream, 200 tokens, ignore_eos, cache_prompt off

@@ -16,7 +16,7 @@ and tokenizing), image_encode_ms (the vision tower and projector), image_prefill
 (the image embeddings into the context); rest_ms is what remains of the TTFT (the
 text prefill and the first sampled token). Medians with min-max. One JSON line.
 
-    flock /work/coord/bench.lock .venv/bin/python bench/vision.py [--reps 7] [--threads 1]
+    .venv/bin/python bench/vision.py [--reps 7] [--threads 1]
 """
 
 from __future__ import annotations
