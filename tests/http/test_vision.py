@@ -15,6 +15,7 @@ import pytest
 from tests.fixtures.mmproj import IMAGE_TOKENS, write_mmproj
 from tests.fixtures.pictures import BLUE, RED, b64, data_url, jpeg
 from tests.helpers import MODEL_ID, place_model
+from tests.http.dialects.test_simplechat import VISION_CHAT, VISION_STREAM  # seed 003's
 
 QUESTION = "What is in the picture?"
 
@@ -110,26 +111,6 @@ async def test_limits_are_checked_before_the_model(seeing) -> None:  # type: ign
 
 
 # --- the simple chat dialect (seed 003), Ollama, Responses, TabbyAPI ----------------
-
-VISION_CHAT = {  # seed 003's vision example, the image filled in
-    "messages": [
-        {
-            "role": "user",
-            "content": "What is in this image?",
-            "images": [{"data_base64": "<BASE64_ENCODED_IMAGE>", "mime_type": "image/jpeg"}],
-        }
-    ],
-    "config": {"temperature": 0.6, "maxTokens": 200},
-}
-VISION_STREAM = {
-    "messages": [
-        {
-            "role": "user",
-            "content": "Describe this image in detail",
-            "images": [{"data_base64": "<BASE64_ENCODED_IMAGE>", "mime_type": "image/jpeg"}],
-        }
-    ]
-}
 
 
 def filled(body: dict[str, Any], data: bytes, mime: str = "image/jpeg") -> dict[str, Any]:
