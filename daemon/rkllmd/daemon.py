@@ -173,6 +173,11 @@ class Daemon:
         block = os.environ.get(TEST_BLOCK_ENV)
         if block:  # test hook: SIGUSR2 wedges the event loop (watchdog tests only)
             loop.add_signal_handler(signal.SIGUSR2, time.sleep, float(block))
+        # Their default action ends the process, and log rotation scripts and admins
+        # send them to daemons out of habit: answer with the status line instead.
+        for sig in (signal.SIGUSR1, signal.SIGUSR2):
+            if signal.getsignal(sig) is signal.SIG_DFL:  # not the memory trace's, nor the hook
+                loop.add_signal_handler(sig, self._log_status, sig, manager)
 
     async def _reload(self, manager: ModelManager, registry: ModelRegistry) -> None:
         """SIGHUP. Whatever happens, ``READY=1`` follows ``RELOADING=1``: a reload that
@@ -213,6 +218,9 @@ class Daemon:
             if interval:
                 self._notifier.watchdog()
             await asyncio.sleep(period)
+
+    def _log_status(self, sig: signal.Signals, manager: ModelManager) -> None:
+        logger.info("%s: %s", sig.name, self._status_line(manager))
 
     @staticmethod
     def _status_line(manager: ModelManager) -> str:

@@ -273,6 +273,18 @@ def test_sighup_reloads_config_and_rescans(start_daemon, models_dir: Path) -> No
     assert daemon.call("status")["queue"]["max"] == 5
 
 
+def test_sigusr1_and_sigusr2_log_the_status_and_the_daemon_stays(
+    start_daemon, models_dir: Path
+) -> None:
+    daemon = start_daemon(models_dir)
+    for sig in (signal.SIGUSR1, signal.SIGUSR2):
+        daemon.proc.send_signal(sig)
+        line = f"{sig.name}: idle; queue 0/"
+        wait_for(lambda line=line: line in daemon.log(), 10, f"{sig.name} logged")
+    assert daemon.proc.poll() is None
+    assert daemon.call("status")["state"] == "idle"
+
+
 def test_watcher_adds_and_removes_models(start_daemon, models_dir: Path) -> None:
     daemon = start_daemon(models_dir)
     (models_dir / ".staging").mkdir()
