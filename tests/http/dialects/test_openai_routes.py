@@ -261,6 +261,8 @@ async def test_embedding_inputs_token_ids_and_base64(client) -> None:
         ([[]], "invalid_params"),
         ([-1], "invalid_params"),
         ([[1], "text"], "invalid_params"),
+        ([[False]], "invalid_params"),  # JSON booleans are not token ids
+        ([True, 5], "invalid_params"),
     ):
         response = await embed(input=bad)
         assert response.status == 400, bad
@@ -309,6 +311,7 @@ async def test_completion_prompt_forms_echo_and_suffix(client) -> None:
         ({"prompt": [5, 6], "echo": True}, "invalid_params", "echo"),
         ({"prompt": "def f():", "suffix": "return 1"}, "unsupported_by_model", "suffix"),
         ({"prompt": [10**9]}, "unsupported_by_model", None),
+        ({"prompt": [[False]]}, "invalid_params", None),  # JSON booleans are not token ids
     ):
         response = await complete(**body)
         error = (await response.json())["error"]

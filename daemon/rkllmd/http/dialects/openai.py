@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import Field, StrictBool
+from pydantic import Field, StrictBool, StrictInt
 
 from ... import errors as e
 from ... import structured
@@ -38,7 +38,8 @@ from .openai_logprobs import LegacyLogprobs, chat_logprobs
 
 # --- request bodies ----------------------------------------------------------------
 
-TokenIds = Annotated[list[Annotated[int, Field(ge=0, le=2**31 - 1)]], Field(min_length=1)]
+# Strict: JSON true/false are not token ids (pydantic would read them as 1 and 0).
+TokenIds = Annotated[list[Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]], Field(min_length=1)]
 JsonObject = dict[str, Any]
 
 

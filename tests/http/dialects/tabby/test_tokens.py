@@ -41,6 +41,7 @@ async def test_errors(make_client) -> None:
         ("/v1/tokens/encode", {"text": 5}),
         ("/v1/tokens/decode", {"tokens": [-1]}),
         ("/v1/tokens/decode", {"tokens": ["a"]}),
+        ("/v1/tokens/decode", {"tokens": [True]}),
         ("/v1/tokens/decode", {"tokens": [2**31 - 1]}),  # valid JSON, not in the vocabulary
     ):
         answer = await client.post(path, json=body)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import ConfigDict, Field, StrictBool
+from pydantic import ConfigDict, Field, StrictBool, StrictInt
 
 from ....chat.turn import to_message
 from ....requests import GenerateRequest
@@ -23,7 +23,7 @@ from ...routing import Route
 from ...schemas import Body, ChatMessageIn
 from ...services import services
 
-TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
+TokenId = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]  # true/false are not ids
 
 
 class TokenEncodeRequest(Body):
