@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .catalog.registry import ModelEntry
+from .catalog.entries import ModelEntry
 from .config import LiveConfig
 from .errors import NoModelLoaded, UnsupportedModelFormat
 from .metrics import Metrics

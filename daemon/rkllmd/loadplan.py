@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from .catalog.entries import ModelEntry
 from .catalog.loras import lora_dir
-from .catalog.registry import ModelEntry, ModelRegistry
+from .catalog.registry import ModelRegistry
 from .config import LiveConfig
 from .errors import (
     DraftIncompatible,

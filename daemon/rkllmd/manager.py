@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import __version__
-from .catalog.registry import ModelEntry, ModelRegistry
+from .catalog.entries import ModelEntry
+from .catalog.registry import ModelRegistry
 from .closing import aclose_fully
 from .config import LiveConfig
 from .embedslot import EmbeddingSlot

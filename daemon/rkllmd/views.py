@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from .catalog.registry import ModelEntry
+from .catalog.entries import ModelEntry
 from .props import ModelProps
 from .requests import LoadOptions
 

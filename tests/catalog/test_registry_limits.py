@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from rkllmd.catalog.registry import IDS_IN_DETAILS, ModelRegistry
+from rkllmd.catalog.entries import IDS_IN_DETAILS
+from rkllmd.catalog.registry import ModelRegistry
 from rkllmd.errors import ModelNotFound
 
 

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from ..catalog.entries import ModelEntry
 from ..catalog.metadata import ModelMeta
-from ..catalog.registry import ModelEntry
 from ..views import LoadFailure, ModelView, Resident, Status
 
 

@@ -38,8 +38,9 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from ..catalog.entries import ModelEntry
 from ..catalog.manifest import is_safe_relpath, repo_dir_of
-from ..catalog.registry import ModelEntry, ModelRegistry
+from ..catalog.registry import ModelRegistry
 from ..config import LiveConfig
 from ..errors import (
     ChecksumMismatch,

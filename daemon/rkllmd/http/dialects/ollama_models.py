@@ -21,7 +21,8 @@ from pydantic import ConfigDict, Field, StrictBool
 
 from ... import __version__
 from ... import errors as e
-from ...catalog.registry import ModelEntry, ModelRegistry
+from ...catalog.entries import ModelEntry
+from ...catalog.registry import ModelRegistry
 from ...props import ModelProps
 from ...store import PullRequest
 from ...store.job import TERMINAL

@@ -15,7 +15,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, ConfigDict, Field, StrictBool
 
 from .... import errors as e
-from ....catalog.registry import ModelEntry, ModelRegistry
+from ....catalog.entries import ModelEntry
+from ....catalog.registry import ModelRegistry
 from ....config import Config
 from ....requests import LoadOptions
 from ....templates import TemplateLibrary
