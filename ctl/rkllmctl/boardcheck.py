@@ -1,10 +1,10 @@
 """Board checks for ``rkllmctl doctor``: what RK3588/RK3576 users get wrong.
 
 SoC, NPU driver version, NPU device access for the service user, librkllmrt
-(where, which version), open-file limit, memory against the model sizes, and
-CPU/NPU frequency governors. Every check reads files only (no root needed for
-most of them) and says what to do when something is off. ``RKLLMCTL_SYSROOT``
-points all absolute paths into another tree (used by the tests).
+(where, which version), librknnrt (vision encoders), open-file limit, memory
+against the model sizes, and CPU/NPU frequency governors. Every check reads files
+only (no root needed for most of them) and says what to do when something is off.
+``RKLLMCTL_SYSROOT`` points all absolute paths into another tree (used by the tests).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from rkllmd.rkllmrt import LIBRARY_NAME, SUPPORTED, parse_runtime_version, version_in_file
+
+RKNN_LIBRARY_NAME = "librknnrt.so"  # the daemon's name for it: rkllmd.backends.rkllm.rknn
 
 MIN_DRIVER = (0, 9, 8)
 DRIVER_FILES = (
@@ -168,8 +170,8 @@ def check_device(fs: Sys, on_rockchip: bool) -> Check:
 # --- librkllmrt ---------------------------------------------------------------------------
 
 
-def _configured_library(fs: Sys) -> str | None:
-    path = fs.env.get("RKLLMD_RKLLM__LIBRARY")
+def _configured_library(fs: Sys, key: str = "library") -> str | None:
+    path = fs.env.get(f"RKLLMD_RKLLM__{key.upper()}")
     if path:
         return path
     config = fs.env.get("RKLLMD_CONFIG") or CONFIG_FILE
@@ -178,21 +180,21 @@ def _configured_library(fs: Sys) -> str | None:
             section = tomllib.load(handle).get("rkllm") or {}
     except (OSError, tomllib.TOMLDecodeError):
         return None
-    value = section.get("library")
+    value = section.get(key)
     return str(value) if value else None
 
 
-def find_library(fs: Sys) -> tuple[str | None, str]:
+def find_library(fs: Sys, name: str = LIBRARY_NAME, key: str = "library") -> tuple[str | None, str]:
     """(path, how it was found), in the daemon's order."""
-    configured = _configured_library(fs)
+    configured = _configured_library(fs, key)
     if configured:
-        return (configured if fs.path(configured).is_file() else None), "rkllm.library"
+        return (configured if fs.path(configured).is_file() else None), f"rkllm.{key}"
     for directory in [d for d in fs.env.get("LD_LIBRARY_PATH", "").split(":") if d]:
-        if (fs.path(directory) / LIBRARY_NAME).is_file():
-            return f"{directory}/{LIBRARY_NAME}", "LD_LIBRARY_PATH"
+        if (fs.path(directory) / name).is_file():
+            return f"{directory}/{name}", "LD_LIBRARY_PATH"
     for directory in ("/usr/lib/aarch64-linux-gnu", "/usr/local/lib", "/lib", "/usr/lib"):
-        if (fs.path(directory) / LIBRARY_NAME).is_file():
-            return f"{directory}/{LIBRARY_NAME}", "loader path"
+        if (fs.path(directory) / name).is_file():
+            return f"{directory}/{name}", "loader path"
     return None, "search"
 
 
@@ -234,6 +236,27 @@ def check_library(fs: Sys) -> Check:
             f"install runtime {SUPPORTED}",
         )
     return Check("librkllmrt", "ok", f"{where}, runtime {version}")
+
+
+def check_rknn_library(fs: Sys) -> Check:
+    """librknnrt runs the .rknn vision encoders of NPU vision models; nothing else needs it."""
+    path, how = find_library(fs, RKNN_LIBRARY_NAME, "rknn_library")
+    if path is not None:
+        return Check("librknnrt", "ok", f"{path} (via {how})")
+    if how == "rkllm.rknn_library":
+        return Check(
+            "librknnrt",
+            "fail",
+            "rkllm.rknn_library points to a missing file",
+            "fix rkllm.rknn_library in /etc/rkllmd/rkllmd.toml",
+        )
+    return Check(
+        "librknnrt",
+        "info",
+        "not found (needed only for NPU vision models with a .rknn encoder)",
+        "for vision on the NPU: install librknnrt.so from rknn-toolkit2 into /usr/lib "
+        "(docs/board-setup.md, Vision models)",
+    )
 
 
 # --- limits, memory, governors ---------------------------------------------------------------
@@ -316,6 +339,7 @@ def board_checks(env: Mapping[str, str], models: list[dict[str, Any]]) -> list[C
         check_driver(fs, on_rockchip),
         check_device(fs, on_rockchip),
         check_library(fs),
+        check_rknn_library(fs),
         check_nofile(),
         check_memory(fs, models),
         check_governors(fs, on_rockchip),

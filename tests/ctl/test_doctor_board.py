@@ -50,6 +50,7 @@ def test_doctor_on_this_machine() -> None:
         "npu driver",
         "npu device",
         "librkllmrt",
+        "librknnrt",
         "open files",
         "memory",
         "governors",
@@ -152,6 +153,23 @@ def test_configured_library_is_checked_first(board: Path) -> None:
     assert checks["librkllmrt"]["detail"] == (
         "/opt/rkllm/librkllmrt.so (via rkllm.library), runtime 1.3.0"
     )
+
+
+def test_rknn_library_for_npu_vision(board: Path) -> None:
+    _, checks = doctor({"RKLLMCTL_SYSROOT": str(board)})
+    assert checks["librknnrt"]["status"] == "info"
+    assert "rknn-toolkit2" in checks["librknnrt"]["fix"]
+    (board / "usr/lib").mkdir(parents=True, exist_ok=True)
+    (board / "usr/lib/librknnrt.so").write_bytes(b"\x7fELF")
+    _, checks = doctor({"RKLLMCTL_SYSROOT": str(board)})
+    assert checks["librknnrt"]["status"] == "ok"
+    assert checks["librknnrt"]["detail"] == "/usr/lib/librknnrt.so (via loader path)"
+    # A configured path wins, and a wrong one is an error, not a fallback.
+    _, checks = doctor(
+        {"RKLLMCTL_SYSROOT": str(board), "RKLLMD_RKLLM__RKNN_LIBRARY": "/opt/missing.so"}
+    )
+    assert checks["librknnrt"]["status"] == "fail"
+    assert "rkllm.rknn_library" in checks["librknnrt"]["detail"]
 
 
 def test_memory_against_model_sizes(board: Path) -> None:
