@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ConfigError
+from .fetchrules import parse_rules
 from .safefs import UnsafeEntry, read_file
 from .untrusted import TooDeep, load_toml
 
@@ -165,6 +166,18 @@ class VisionSection(_Section):
     max_image_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)  # decoded
     # Read from the header before anything is decoded: 7680x4320 (an 8K frame).
     max_image_pixels: int = Field(7680 * 4320, ge=1, le=1 << 30)
+    # http(s) image URLs the daemon may fetch (fetchrules.py); empty: none, ever.
+    fetch_urls: tuple[str, ...] = ()
+    # One image's fetch, redirects included, must end within this many seconds.
+    fetch_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    # Redirects followed per image, each within the same scheme, host and port.
+    fetch_max_redirects: int = Field(3, ge=0, le=10)
+
+    @field_validator("fetch_urls")
+    @classmethod
+    def _check_fetch_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_rules(value)  # a ValueError names the entry
+        return value
 
 
 class HubSection(_Section):

@@ -305,6 +305,23 @@ class MethodNotAllowed(RkllmdError):
     code = "method_not_allowed"
 
 
+# --- a server the daemon fetched from for a client failed ----------------------------
+
+
+class ImageFetchFailed(RkllmdError):
+    """An allowed image URL (``vision.fetch_urls``) could not be fetched: the server
+    answered 5xx or could not be reached. What the client got wrong (a 4xx, a host not
+    allowed, a redirect elsewhere, too many bytes) is ``InvalidImage`` instead."""
+
+    code = "image_fetch_failed"
+
+
+class ImageFetchTimeout(ImageFetchFailed):
+    """Fetching an allowed image URL took longer than ``vision.fetch_timeout_seconds``."""
+
+    code = "image_fetch_timeout"
+
+
 # --- control socket edge -----------------------------------------------------------
 
 

@@ -12,7 +12,9 @@ here, at the edge, before anything is queued:
   refused unopened), images per request.
 
 Every problem is an ``InvalidImage`` (400 ``invalid_image``), and so is a URL of any
-other scheme: the daemon never fetches an image or opens a file for a client. Whether
+other scheme: the daemon never opens a file for a client, and fetches an http(s) URL
+only where the owner listed its host (``vision.fetch_urls``, ``http/imagefetch.py``,
+which hands the fetched bytes back here for the same checks). Whether
 the model can see is the manager's question (``ModelProps.vision``; otherwise
 ``model_has_no_vision``): images are never dropped and answered blind.
 """
@@ -40,21 +42,29 @@ _WHITESPACE = b" \t\r\n"  # dropped with bytes.translate (~10x faster than a reg
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
 
+# What a client sent (base64 or a URL), or the bytes fetched from an allowed URL.
+Sent = str | bytes
+
+
+def check_count(count: int, limits: VisionSection) -> None:
+    if count > limits.max_images:
+        raise InvalidImage(
+            f"{count} images in one request; at most {limits.max_images} are accepted",
+            limit=limits.max_images,
+        )
+
+
 def decode_images(
-    items: Iterable[tuple[str, str | None]], limits: VisionSection
+    items: Iterable[tuple[Sent, str | None]], limits: VisionSection
 ) -> tuple[ImageInput, ...]:
     """Every (text, declared MIME type or None) of one request, within the count limit."""
     items = list(items)
-    if len(items) > limits.max_images:
-        raise InvalidImage(
-            f"{len(items)} images in one request; at most {limits.max_images} are accepted",
-            limit=limits.max_images,
-        )
+    check_count(len(items), limits)
     return tuple(decode_image(text, mime, limits, index=i) for i, (text, mime) in enumerate(items))
 
 
 def decode_grouped(
-    groups: Sequence[Sequence[tuple[str, str | None]]], limits: VisionSection
+    groups: Sequence[Sequence[tuple[Sent, str | None]]], limits: VisionSection
 ) -> list[tuple[ImageInput, ...]]:
     """The images of each message (a group), checked together against the count limit."""
     flat = decode_images((item for group in groups for item in group), limits)
@@ -67,14 +77,19 @@ def decode_grouped(
 
 
 def decode_image(
-    text: str, declared: str | None, limits: VisionSection, *, index: int = 0
+    text: Sent, declared: str | None, limits: VisionSection, *, index: int = 0
 ) -> ImageInput:
-    """One image from base64 or a data URL; ``declared`` is the client's MIME type, if any."""
+    """One image from base64, a data URL or fetched bytes; ``declared`` is the client's
+    MIME type, if any."""
     where = f"image {index}"
-    _refuse_urls(text, where)
-    payload, url_mime = _split_data_url(text)
-    declared = _check_declared(url_mime or declared, where)
-    data = _base64(payload, limits.max_image_bytes, where)
+    if isinstance(text, bytes):
+        data = _fetched(text, limits.max_image_bytes, where)
+        declared = _check_declared(declared, where)
+    else:
+        _refuse_urls(text, where, fetching=bool(limits.fetch_urls))
+        payload, url_mime = _split_data_url(text)
+        declared = _check_declared(url_mime or declared, where)
+        data = _base64(payload, limits.max_image_bytes, where)
     mime, width, height = identify(data, where)
     if declared is not None and declared != mime:
         raise InvalidImage(f"{where} is declared {declared} but its data is {mime}")
@@ -91,18 +106,29 @@ def decode_image(
 # --- decoding ----------------------------------------------------------------------
 
 
-def _refuse_urls(text: str, where: str) -> None:
-    """Images come as bytes. The daemon never opens a URL for a client: ``file:`` would
-    read the daemon's own files, ``http(s):`` would make it fetch for the client (SSRF)."""
+def _refuse_urls(text: str, where: str, *, fetching: bool) -> None:
+    """Images come as bytes. ``file:`` would read the daemon's own files, so it and every
+    other scheme is always refused; ``http(s):`` arrives here only when fetching is off
+    (an allowed URL is fetched first, ``http/imagefetch.py``): fetching for any client
+    would make the daemon a way into the owner's network (SSRF)."""
     match = _URL.match(text) if isinstance(text, str) else None
     if match is None:
         return
     scheme = match.group(1).lower()
+    fetched = "only http(s) URLs of the hosts this daemon lists" if fetching else "not"
     raise InvalidImage(
-        f"{where} is a {scheme}: URL; images are not fetched, send the image's bytes "
+        f"{where} is a {scheme}: URL; images are {fetched} fetched, send the image's bytes "
         "as base64 or a data:<mime type>;base64,<data> URL",
         url_scheme=scheme,
     )
+
+
+def _fetched(data: bytes, max_bytes: int, where: str) -> bytes:
+    if len(data) > max_bytes:  # imagefetch stops reading past the limit already
+        raise InvalidImage(f"{where} is larger than {max_bytes} bytes", limit=max_bytes)
+    if not data:
+        raise InvalidImage(f"{where} is empty")
+    return data
 
 
 def _split_data_url(text: str) -> tuple[str, str | None]:

@@ -28,6 +28,8 @@ _STATUS: dict[type[e.RkllmdError], int] = {
     e.StructuredOutputFailed: 422,  # not retried by clients: the model could not comply
     e.RepoNotFound: 404,
     e.PullFailed: 502,  # the Hub failed or sent something unusable
+    e.ImageFetchFailed: 502,  # an allowed image URL's server failed
+    e.ImageFetchTimeout: 504,
     e.InsufficientStorage: 507,
     e.StorageError: 507,  # read-only or not writable by the daemon
     e.QueueFull: 503,

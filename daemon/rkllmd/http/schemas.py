@@ -13,9 +13,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 
 from ..config import VisionSection
-from ..images import decode_grouped
+from ..images import check_count, decode_grouped
 from ..requests import ImageInput
 from ..wire import NUMBER, SamplingFields
+from .imagefetch import fetch_images
 
 # Documented in /openapi.json only (the registry, hub.py and selection.py enforce the
 # same rules and pick the error codes); a fuzzer then knows what the daemon accepts.
@@ -105,12 +106,16 @@ class ChatMessageIn(Body):
         return [url for part in self.content if (url := part.image()) is not None]
 
 
-def message_images(
+async def message_images(
     messages: list[ChatMessageIn], limits: VisionSection
 ) -> list[tuple[ImageInput, ...]]:
     """Each message's images, decoded and bounded like every dialect's
-    (``rkllmd.images``); whether the model can see them is the manager's question."""
-    return decode_grouped([[(url, None) for url in m.images()] for m in messages], limits)
+    (``rkllmd.images``), the URLs the owner allows fetched first (``imagefetch``);
+    whether the model can see them is the manager's question."""
+    groups = [m.images() for m in messages]
+    check_count(sum(len(group) for group in groups), limits)  # before fetching any
+    sent = iter(await fetch_images([url for group in groups for url in group], limits))
+    return decode_grouped([[(next(sent), None) for _ in group] for group in groups], limits)
 
 
 class StreamOptions(Body):

@@ -232,7 +232,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     config = svc.config.current
     body = await read_body(request, ChatCompletionRequest, config.http)
-    images = message_images(body.messages, config.vision)
+    images = await message_images(body.messages, config.vision)
     turn = ChatTurn(body, config.generation.default_max_tokens, images)
     stream = bool(body.stream)
     model = model_to_use(request, body.model)

@@ -142,9 +142,10 @@ def _parsed(model: type[BaseModel], data: Any, where: str) -> Any:
         raise e.InvalidParams(f"{place}: {first['msg']}", param=place) from None
 
 
-def input_messages(body: ResponsesRequest, limits: VisionSection) -> list[ChatMessage]:
+async def input_messages(body: ResponsesRequest, limits: VisionSection) -> list[ChatMessage]:
     """The items as chat turns (consecutive calls join one assistant turn), message
-    items with their images (``input_image``), decoded and bounded together."""
+    items with their images (``input_image``), decoded and bounded together (allowed
+    URLs fetched) once every item has been read."""
     if isinstance(body.input, str):
         return [ChatMessage("user", body.input)]
     turns: list[ChatMessage] = []
@@ -173,7 +174,7 @@ def input_messages(body: ResponsesRequest, limits: VisionSection) -> list[ChatMe
             continue  # our own reasoning, handed back: not part of the prompt
         else:
             raise e.InvalidParams(f"{where}: items of type {kind!r} are not supported", param=where)
-    images = message_images([message for _, message in received], limits)
+    images = await message_images([message for _, message in received], limits)
     for (at, _), seen in zip(received, images, strict=True):
         if seen:
             turns[at] = replace(turns[at], images=seen)
@@ -202,12 +203,11 @@ def chat_tools(tools: list[FunctionTool] | None) -> list[Item] | None:
 class Turn:
     """One Responses request as the manager runs it."""
 
-    def __init__(self, svc: Services, body: ResponsesRequest) -> None:
+    def __init__(self, svc: Services, body: ResponsesRequest, turns: list[ChatMessage]) -> None:
         config = svc.config.current
         history: tuple[ChatMessage, ...] = ()
         if body.previous_response_id:
             history = svc.responses.get(config.responses, body.previous_response_id).history
-        turns = input_messages(body, config.vision)
         self.conversation = (*history, *turns)
         tools = chat_tools(body.tools)
         self.tools = structured.tool_choice(tools, body.tool_choice, body.parallel_tool_calls)
@@ -340,7 +340,7 @@ def _remember(
 async def create(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     body = await read_body(request, ResponsesRequest, svc.config.current.http)
-    turn = Turn(svc, body)
+    turn = Turn(svc, body, await input_messages(body, svc.config.current.vision))
     stream = bool(body.stream)
     model = model_to_use(request, body.model)
     may_load = may_load_models(request, svc.config.current.http)
