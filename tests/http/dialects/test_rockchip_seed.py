@@ -1,16 +1,20 @@
 """RockchipLlama's model management guide (../shared/seeds/000_*), run as written.
 
 A real daemon serves the guide's three .rkllm models through the NPU double (the fake
-backend in the fast tier). The guide's curl commands run through curl, its Python
-examples through requests and the openai client; only the port differs. Every answer
+backend in the fast tier). The guide's curl commands run through curl, its HTTPie
+commands through HTTPie, its Python examples through requests and the openai client;
+only the port differs. Every answer
 is checked field by field against the guide's, and so is every error it describes.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pty
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +157,44 @@ def test_console_examples_with_model_test(guide: DaemonProcess) -> None:
     # "With extension": another model, by its file name.
     response = requests.post(f"{base}/v1/models/load", json={"model": "gemma-3-1b-it_w8a8.rkllm"})
     assert response.json()["model_name"] == GEMMA_1B
+
+
+def httpie(daemon: DaemonProcess, command: str) -> Any:
+    """One of the guide's HTTPie commands, on the daemon's port; the JSON it printed.
+    Its standard input is a terminal, as in the guide: HTTPie reads a piped one as the
+    request body, and refuses to mix that with ``model=...`` items."""
+    command = command.replace(":8080", f":{daemon.http_port}")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    terminal, stdin = pty.openpty()
+    try:
+        out = subprocess.run(
+            ["bash", "-c", command],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env=env,
+        )
+    finally:
+        os.close(stdin)
+        os.close(terminal)
+    return json.loads(out.stdout)
+
+
+def test_httpie_examples_as_written(guide: DaemonProcess) -> None:
+    available = httpie(guide, "http GET :8080/v1/models/available")
+    assert sorted(m["name"] for m in available["models"]) == sorted([GEMMA, QWEN, GEMMA_1B])
+    loaded = httpie(guide, "http POST :8080/v1/models/load model=gemma-3-270m")
+    assert loaded["success"] is True and loaded["model_name"] == GEMMA
+    chat = httpie(
+        guide,
+        """http POST :8080/v1/chat/completions \\
+  model=test \\
+  messages:='[{"role":"user","content":"Hi"}]'""",
+    )
+    assert chat["model"] == GEMMA and chat["object"] == "chat.completion"
+    assert chat["choices"][0]["message"]["content"]
 
 
 def test_error_handling_as_the_guide_describes(guide: DaemonProcess) -> None:
