@@ -16,6 +16,7 @@ from tests.fixtures.imageserver import ImageServer, image_server
 from tests.fixtures.mmproj import IMAGE_TOKENS, write_mmproj
 from tests.fixtures.pictures import BLUE, RED, data_url
 from tests.helpers import MODEL_ID, free_port
+from tests.http.conftest import sse_events
 from tests.http.test_vision import openai_body
 
 LIMIT = 64 * 1024  # max_image_bytes here; the oversize routes send a megabyte
@@ -218,3 +219,25 @@ async def test_the_list_is_read_per_request(fetching, server) -> None:  # type: 
     live.replace(live.current.model_copy(update={"vision": type(live.current.vision)()}))
     error = await refusal(fetching, url)
     assert error["details"]["url_scheme"] == "http" and server.hits == ["/red.png"]
+
+
+async def test_a_stream_starts_only_after_the_fetch(fetching, server) -> None:  # type: ignore[no-untyped-def]
+    whole = await fetching.post("/v1/chat/completions", json=openai_body(server.url("/red.png")))
+    expected = (await whole.json())["choices"][0]["message"]["content"]
+    streamed = await fetching.post(
+        "/v1/chat/completions", json=openai_body(server.url("/red.png"), stream=True)
+    )
+    assert streamed.status == 200
+    text = "".join(
+        choice["delta"].get("content") or ""
+        for event in sse_events(await streamed.text())
+        if event != "[DONE]"
+        for choice in event["choices"]
+    )
+    assert text == expected
+    # A failed fetch is a plain JSON error, not a stream that breaks off.
+    failed = await fetching.post(
+        "/v1/chat/completions", json=openai_body(server.url("/missing"), stream=True)
+    )
+    assert failed.status == 400 and failed.content_type == "application/json"
+    assert (await failed.json())["error"]["code"] == "invalid_image"
