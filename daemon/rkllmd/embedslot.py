@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -25,14 +25,12 @@ from .errors import NoModelLoaded, UnsupportedModelFormat
 from .metrics import Metrics
 from .props import ModelProps
 from .requests import BackendDefaults, EmbedItem, LoadOptions
+from .residency import ProgressCallback, SpawnWorker
 from .slot import ModelSlot
 from .views import Embeddings, Resident
 from .worker.proxy import WorkerProcess
 
 logger = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[str, float | None, str], Awaitable[None]]
-SpawnWorker = Callable[[Callable[[WorkerProcess, str], None]], Awaitable[WorkerProcess]]
 
 
 @dataclass(slots=True)

@@ -5,7 +5,8 @@ slots: the resident model runs as many generations at once as its backend
 declares (the NPU one, llama.cpp its sequences), and a load or unload waits until
 it holds the model alone. Generations wait in a bounded queue; loads and unloads
 are administrative and always queue. Loads are single-flight: a second request
-for the model being loaded joins the first.
+for the model being loaded joins the first (``residency.py`` does the loading and
+keeps the state; this module decides who may load what and serves the requests).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from . import __version__
@@ -28,50 +29,20 @@ from .catalog.registry import ModelRegistry
 from .closing import aclose_fully
 from .config import LiveConfig
 from .embedslot import EmbeddingSlot
-from .errors import LoadFailed, LoadNotPermitted, ModelPinned, NoModelLoaded, RkllmdError
+from .errors import LoadFailed, LoadNotPermitted, ModelPinned, NoModelLoaded
 from .idle import IdleTimer
-from .loadplan import LoadPlanner, check_options, check_supported, load_failure
+from .loadplan import LoadPlanner, check_supported
 from .metrics import Metrics
 from .presets import SamplerPresets
 from .props import ModelProps
 from .requests import EmbedItem, GenerateRequest, GenerationEvent, LoadOptions
+from .residency import ProgressCallback, Residency, ResidentModel, SpawnWorker, no_progress
 from .slot import ModelSlot
 from .stats import GenerationStats
-from .views import (
-    Embeddings,
-    LoadFailure,
-    ModelView,
-    QueueInfo,
-    Resident,
-    SlotInfo,
-    State,
-    Status,
-)
+from .views import Embeddings, ModelView, QueueInfo, SlotInfo, State, Status
 from .worker.proxy import WorkerProcess
 
 logger = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[str, float | None, str], Awaitable[None]]
-SpawnWorker = Callable[[Callable[[WorkerProcess, str], None]], Awaitable[WorkerProcess]]
-
-
-@dataclass(slots=True)
-class _Resident:
-    entry: ModelEntry
-    options: LoadOptions
-    props: ModelProps
-    worker: WorkerProcess
-    pinned: bool = False
-    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    loaded_at_mono: float = field(default_factory=time.monotonic)
-    # A request's keep-alive (Ollama's keep_alive) for this model, replacing the
-    # configured one: seconds idle before unloading, 0 at once, math.inf never.
-    keep_alive: float | None = None
-
-    def view(self) -> Resident:
-        return Resident(
-            self.entry, self.options, self.props, self.worker.pid, self.loaded_at, self.pinned
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +54,6 @@ class Generation:
     load_seconds: float = 0.0  # spent loading the model for this request (0: it was resident)
 
 
-async def _no_progress(stage: str, fraction: float | None, message: str) -> None:
-    return None
-
-
 class ModelManager:
     def __init__(
         self,
@@ -96,20 +63,15 @@ class ModelManager:
         metrics: Metrics | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
-        self.metrics.bind_state(lambda: self._state.value, lambda: self._slot.waiting)
+        self.metrics.bind_state(lambda: self._residency.state.value, lambda: self._slot.waiting)
         self.metrics.bind_slots(lambda: (self._slot.capacity, self._slot.in_use))
         self._live = config
         self._registry = registry
-        self._spawn = spawn
         self._slot = ModelSlot(lambda: self._live.current.queue.max_waiting, self.metrics)
-        self._state = State.IDLE
-        self._subject: str | None = None  # model being loaded / failed
-        self._reason: str | None = None
-        self._resident: _Resident | None = None
-        self._load_failure: LoadFailure | None = None
-        self._pending_load: tuple[ModelEntry, LoadOptions, asyncio.Task[None]] | None = None
         self._idle = IdleTimer()
         self._plan = LoadPlanner(config, registry)
+        self._residency = Residency(config, self._slot, spawn, self._plan, self.metrics)
+        self._residency.on_change = lambda: self.on_change()
         self._started = time.monotonic()
         self._generating = 0
         self._stats = GenerationStats(self.metrics)
@@ -124,7 +86,7 @@ class ModelManager:
 
     @property
     def state(self) -> State:
-        return self._state
+        return self._residency.state
 
     @property
     def accepting(self) -> bool:
@@ -132,33 +94,31 @@ class ModelManager:
         return not self._slot.closing
 
     def status(self) -> Status:
-        resident = self._resident
+        resident = self._residency.model
         return Status(
-            state=self._state,
-            model=resident.entry.id if resident else self._subject,
-            reason=self._reason,
+            state=self._residency.state,
+            model=resident.entry.id if resident else self._residency.subject,
+            reason=self._residency.reason,
             queue=QueueInfo(self._slot.waiting, self._live.current.queue.max_waiting),
             slots=SlotInfo(self._slot.capacity, self._slot.in_use),
             resident=resident.view() if resident else None,
             uptime_s=round(time.monotonic() - self._started, 3),
             counters=dict(self.counters),
             version=__version__,
-            load_failure=self._load_failure,
+            load_failure=self._residency.load_failure,
             embedding=self.embedding.resident,
         )
 
     def resident_props(self) -> ModelProps | None:
         """What the backend reported about the resident model (None when none is)."""
-        return self._resident.props if self._resident else None
+        model = self._residency.model
+        return model.props if model else None
 
     def list_models(self) -> list[ModelView]:
         # Built once per (published model set, resident model): with 1,000 models the
         # listing is asked for far more often than either changes. Views are frozen.
-        embedding = self.embedding.resident
-        loaded = (
-            self._resident.entry.path if self._resident else None,
-            embedding.entry.path if embedding else None,
-        )
+        model, embedding = self._residency.model, self.embedding.resident
+        loaded = (model.entry.path if model else None, embedding.entry.path if embedding else None)
         if self._listing is None or self._listing[0] != loaded:
             views = [ModelView(e, e.path in loaded) for e in self._registry.entries()]
             self._listing = (loaded, views)
@@ -169,16 +129,10 @@ class ModelManager:
 
     def show(self, name: str) -> ModelView:
         entry = self._registry.resolve(name)
-        resident = self._resident
+        resident = self._residency.model
         if resident is not None and resident.entry.path == entry.path:
             return ModelView(entry, True, resident.props)
         return ModelView(entry, False)
-
-    def _set_state(
-        self, state: State, *, subject: str | None = None, reason: str | None = None
-    ) -> None:
-        self._state, self._subject, self._reason = state, subject, reason
-        self.on_change()
 
     # --- load / unload -------------------------------------------------------------
 
@@ -191,139 +145,20 @@ class ModelManager:
         pin: bool | None = None,
     ) -> Status:
         entry = self._registry.resolve(name)
-        task = self._join_or_start_load(entry, options or LoadOptions(), progress or _no_progress)
+        task = self._residency.join_or_start_load(
+            entry, options or LoadOptions(), progress or no_progress
+        )
         # The load outlives an impatient caller: others may be waiting on it.
         await asyncio.shield(task)
-        if pin is not None and self._resident is not None:
-            self._resident.pinned = pin
+        if pin is not None and self._residency.model is not None:
+            self._residency.model.pinned = pin
         self._arm_idle_timer()
         return self.status()
 
-    def _join_or_start_load(
-        self, entry: ModelEntry, options: LoadOptions, progress: ProgressCallback
-    ) -> asyncio.Task[None]:
-        pending = self._pending_load
-        if pending and pending[0].path == entry.path and pending[1] == options:
-            return pending[2]
-        task = asyncio.create_task(self._queued_load(entry, options, progress))
-        self._pending_load = (entry, options, task)
-        task.add_done_callback(lambda t: self._forget_load(t))
-        return task
-
-    def _forget_load(self, task: asyncio.Task[None]) -> None:
-        if self._pending_load and self._pending_load[2] is task:
-            self._pending_load = None
-        if not task.cancelled():
-            task.exception()  # retrieved here so an unobserved failure is not logged twice
-
-    async def _queued_load(
-        self, entry: ModelEntry, options: LoadOptions, progress: ProgressCallback
-    ) -> None:
-        async with self._slot.hold(bounded=False, exclusive=True):
-            await self._load_locked(entry, options, progress)
-
-    def _is_resident(self, entry: ModelEntry, options: LoadOptions) -> bool:
-        r = self._resident
-        if r is None or r.entry.path != entry.path or not r.worker.alive:
-            return False
-        # Other options (a template, a context) reload; the same ones are a no-op.
-        return options == r.options
-
-    async def _load_locked(
-        self, entry: ModelEntry, options: LoadOptions, progress: ProgressCallback
-    ) -> None:
-        if self._is_resident(entry, options):
-            await progress("ready", 1.0, f"{entry.id} is already loaded")
-            return
-        check_options(entry, options)  # refused here, the resident model still serves
-        self._plan.draft_path(options.draft_model)  # so is a draft model that is not one
-        previous = self._resident
-        if previous is not None:
-            await progress("unloading", 0.05, f"unloading {previous.entry.id}")
-            await self._unload_locked()
-        try:
-            await self._start(entry, options, progress, pinned=self._plan.pinned_by_config(entry))
-        except Exception as exc:
-            failure = load_failure(entry, exc)
-            if previous is not None:
-                failure = await self._restore(previous, failure, progress)
-            self._load_failure = failure
-            if isinstance(exc, RkllmdError) and failure.restored:
-                exc.details["restored"] = failure.restored
-            raise
-        self._load_failure = None
-
-    async def _start(
-        self, entry: ModelEntry, options: LoadOptions, progress: ProgressCallback, *, pinned: bool
-    ) -> None:
-        """Spawn a worker and load ``entry`` into it; on failure the state says why."""
-        self._set_state(State.LOADING, subject=entry.id)
-        await progress("starting", 0.1, "starting the worker process")
-        started = time.monotonic()
-        worker = await self._spawn(self._on_worker_exit)
-        await progress("loading", 0.2, f"loading {entry.id}")
-        try:
-            props = await worker.load(
-                entry.path,
-                entry.format,
-                replace(options, draft_model=self._plan.draft_path(options.draft_model)),
-                self._plan.defaults(entry.format),
-                self._live.current.worker.load_timeout_seconds,
-                root=entry.root,
-            )
-        except BaseException as exc:
-            await worker.stop(self._live.current.worker.unload_grace_seconds)
-            reason = exc.message if isinstance(exc, RkllmdError) else "the load was interrupted"
-            self._set_state(State.FAILED, subject=entry.id, reason=reason)
-            raise
-        self._resident = _Resident(entry, options, props, worker, pinned=pinned)
-        self._slot.set_capacity(props.slots)
-        self._set_state(State.READY)
-        self.metrics.load_seconds.observe(time.monotonic() - started)
-        logger.info(
-            "loaded %s in %.2f s (worker pid %d)", entry.id, time.monotonic() - started, worker.pid
-        )
-        await progress("ready", 1.0, f"{entry.id} is ready")
-
-    async def _restore(
-        self, previous: _Resident, failure: LoadFailure, progress: ProgressCallback
-    ) -> LoadFailure:
-        """A load failed after the previous model was unloaded: bring that one back."""
-        old = previous.entry
-        logger.warning(
-            "loading %s failed (%s); loading %s again", failure.model, failure.reason, old.id
-        )
-        await progress("restoring", None, f"{failure.model} failed to load; loading {old.id} again")
-        try:
-            await self._start(old, previous.options, progress, pinned=previous.pinned)
-        except Exception as exc:
-            logger.error("could not load %s again: %s", old.id, exc)
-            reason = f"{failure.reason}; loading {old.id} again failed as well"
-            self._set_state(State.FAILED, subject=failure.model, reason=reason)
-            return failure
-        return replace(failure, restored=old.id)
-
     async def unload(self) -> Status:
         async with self._slot.hold(bounded=False, exclusive=True):
-            await self._unload_locked()
+            await self._residency.unload_locked()
         return self.status()
-
-    async def _unload_locked(self) -> None:
-        resident, self._resident = self._resident, None
-        if resident is None:
-            if self._state is State.FAILED:
-                self._set_state(State.IDLE)  # unloading clears a failure
-            return
-        self._set_state(State.UNLOADING, subject=resident.entry.id)
-        await resident.worker.stop(self._live.current.worker.unload_grace_seconds)
-        self._set_state(State.IDLE)
-        logger.info("unloaded %s", resident.entry.id)
-
-    def _on_worker_exit(self, worker: WorkerProcess, reason: str) -> None:
-        resident = self._resident
-        if resident is not None and resident.worker is worker:
-            self._resident = None
-            self._set_state(State.FAILED, subject=resident.entry.id, reason=reason)
 
     # --- generation ----------------------------------------------------------------
 
@@ -349,7 +184,7 @@ class ModelManager:
             loaded = time.monotonic() - started if resident.loaded_at_mono >= started else 0.0
             check_supported(request, resident.entry.id, resident.props)
             self._generating += 1
-            self._set_state(State.GENERATING)
+            self._residency.set_state(State.GENERATING)
             events = self._stats.track(
                 resident.worker.generate(request, self._live.current.worker.abort_grace_seconds)
             )
@@ -360,8 +195,8 @@ class ModelManager:
                     await aclose_fully(events)  # the worker has stopped when this returns
                 finally:  # and a cancel it raises again must not skip the count
                     self._generating -= 1
-                    if self._generating == 0 and self._state is State.GENERATING:
-                        self._set_state(State.READY)
+                    if self._generating == 0 and self._residency.state is State.GENERATING:
+                        self._residency.set_state(State.READY)
         self._keep_alive(resident, keep_alive)
 
     async def _with_presets(self, request: GenerateRequest) -> GenerateRequest:
@@ -395,7 +230,7 @@ class ModelManager:
             return self.embedding.resident is not None
         if self.embedding.holds(entry):
             return True
-        main = self._resident
+        main = self._residency.model
         if entry.meta.type != "embedding" or (main is not None and main.entry.path == entry.path):
             return False
         if not self._live.current.generation.load_on_request:
@@ -405,7 +240,7 @@ class ModelManager:
                 f"{entry.id} is not loaded; loading it for a request needs the admin key",
                 model=entry.id,
             )
-        await self.embedding.load(entry, _no_progress)
+        await self.embedding.load(entry, no_progress)
         return True
 
     async def tokenize(
@@ -419,14 +254,14 @@ class ModelManager:
         return await self._tokenizer_worker().detokenize(tokens, special)
 
     def _tokenizer_worker(self) -> WorkerProcess:
-        resident = self._resident
+        resident = self._residency.model
         if resident is None or not resident.worker.alive:
             raise NoModelLoaded("no model is loaded; its tokenizer is what encodes")
         return resident.worker
 
     async def load_embedding(self, name: str, progress: ProgressCallback | None = None) -> Status:
         """Make ``name`` the embedding model (beside the chat model)."""
-        await self.embedding.load(self._registry.resolve(name), progress or _no_progress)
+        await self.embedding.load(self._registry.resolve(name), progress or no_progress)
         return self.status()
 
     async def unload_embedding(self) -> Status:
@@ -436,30 +271,30 @@ class ModelManager:
     @asynccontextmanager
     async def _serving(
         self, entry: ModelEntry | None, weight: int, may_load: bool
-    ) -> AsyncIterator[_Resident]:
+    ) -> AsyncIterator[ResidentModel]:
         """Slots on a resident model that serves ``entry`` (the resident one if None).
 
         When it is not resident, the request waits to hold the model alone, loads
         it, and then shares it with the requests queued behind. A request that
         waited for slots while another request replaced the model queues again.
         """
-        alone = lambda: not self._serves(entry)  # noqa: E731 - asked when granted
+        alone = lambda: not self._residency.serves(entry)  # noqa: E731 - asked when granted
         while True:
             self._refuse_at_once(entry, may_load)
             async with self._slot.hold(bounded=True, weight=weight, exclusive=alone) as hold:
                 if hold.exclusive:
                     resident = await self._ensure_resident(entry, may_load)
                     self._slot.share(hold)
-                elif self._serves(entry):
-                    assert self._resident is not None
-                    resident = self._resident
+                elif self._residency.serves(entry):
+                    assert self._residency.model is not None
+                    resident = self._residency.model
                 else:
                     continue  # the worker died since the grant: queue again to load
                 yield resident
                 return
 
-    def _keep_alive(self, resident: _Resident, keep_alive: float | None) -> None:
-        if keep_alive is not None and self._resident is resident:
+    def _keep_alive(self, resident: ResidentModel, keep_alive: float | None) -> None:
+        if keep_alive is not None and self._residency.model is resident:
             resident.keep_alive = keep_alive
         self._arm_idle_timer()
 
@@ -467,22 +302,14 @@ class ModelManager:
         """When the resident model will be unloaded for idleness (None: not planned)."""
         return self._idle.deadline
 
-    def _serves(self, entry: ModelEntry | None) -> bool:
-        resident = self._resident
-        return (
-            resident is not None
-            and resident.worker.alive
-            and (entry is None or entry.path == resident.entry.path)
-        )
-
     def _refuse_at_once(self, entry: ModelEntry | None, may_load: bool) -> None:
         """Raise what a request for ``entry`` gets when it cannot be served, not even
         by loading it; checked before waiting, and again once the model is held."""
-        if self._serves(entry):
+        if self._residency.serves(entry):
             return
-        resident = self._resident
+        resident = self._residency.model
         if entry is None:
-            if self._pending_load is not None:
+            if self._residency.pending is not None:
                 return  # it may serve once the load in progress is done
             raise NoModelLoaded("no model is loaded; load one first or name a model in the request")
         if not self._live.current.generation.load_on_request:
@@ -498,18 +325,18 @@ class ModelManager:
                 model=entry.id,
             )
 
-    async def _ensure_resident(self, entry: ModelEntry | None, may_load: bool) -> _Resident:
+    async def _ensure_resident(self, entry: ModelEntry | None, may_load: bool) -> ResidentModel:
         self._refuse_at_once(entry, may_load)
-        if not self._serves(entry):
+        if not self._residency.serves(entry):
             if entry is None:  # a load it waited for failed
                 raise NoModelLoaded("no model is loaded; load one first or name a model")
             await self._load_even_if_cancelled(entry)
-        assert self._resident is not None
-        return self._resident
+        assert self._residency.model is not None
+        return self._residency.model
 
     async def _load_even_if_cancelled(self, entry: ModelEntry) -> None:
         # We hold the model: a cancelled caller must not release it mid-load.
-        task = asyncio.create_task(self._load_locked(entry, LoadOptions(), _no_progress))
+        task = asyncio.create_task(self._residency.load_locked(entry, LoadOptions(), no_progress))
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -522,7 +349,7 @@ class ModelManager:
     def _arm_idle_timer(self) -> None:
         """(Re)start the keep-alive countdown after the model was last used."""
         self._idle.cancel()
-        resident = self._resident
+        resident = self._residency.model
         if resident is None or resident.pinned:
             return
         keep_alive = resident.keep_alive
@@ -530,23 +357,23 @@ class ModelManager:
             keep_alive = self._live.current.generation.keep_alive_seconds or math.inf
         self._idle.arm(keep_alive, lambda: self._on_idle(resident, keep_alive))
 
-    def _on_idle(self, resident: _Resident, keep_alive: float) -> None:
-        if self._resident is resident and not self._slot.busy() and not self._slot.closing:
+    def _on_idle(self, resident: ResidentModel, keep_alive: float) -> None:
+        if self._residency.model is resident and not self._slot.busy() and not self._slot.closing:
             logger.info("unloading %s after %.0f s idle", resident.entry.id, keep_alive)
             task = asyncio.create_task(self._unload_if_still_idle(resident))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    async def _unload_if_still_idle(self, resident: _Resident) -> None:
+    async def _unload_if_still_idle(self, resident: ResidentModel) -> None:
         async with self._slot.hold(bounded=False, exclusive=True):
-            if self._resident is resident:
-                await self._unload_locked()
+            if self._residency.model is resident:
+                await self._residency.unload_locked()
 
     # --- health and shutdown -------------------------------------------------------
 
     def check_stuck(self) -> None:
         """Kill a worker that has produced nothing for too long while generating."""
-        resident = self._resident
-        if resident is None or self._state is not State.GENERATING:
+        resident = self._residency.model
+        if resident is None or self._residency.state is not State.GENERATING:
             return
         silent = time.monotonic() - resident.worker.last_activity
         if silent > self._live.current.worker.stuck_seconds:
@@ -558,14 +385,14 @@ class ModelManager:
         self._idle.cancel()
         if not await self._slot.drain(drain_seconds):
             logger.warning("generations still running after %.1f s; stopping them", drain_seconds)
-        resident, self._resident = self._resident, None
+        resident, self._residency.model = self._residency.model, None
         if resident is not None:
             await resident.worker.stop(self._live.current.worker.unload_grace_seconds)
         await self.embedding.shutdown(0)
-        if self._pending_load is not None:
+        if self._residency.pending is not None:
             with contextlib.suppress(BaseException):
-                await self._pending_load[2]
-        self._set_state(State.IDLE)
+                await self._residency.pending[2]
+        self._residency.set_state(State.IDLE)
 
 
 __all__ = ["Generation", "LoadFailed", "ModelManager", "State"]

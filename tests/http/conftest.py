@@ -12,7 +12,8 @@ from rkllmd.catalog.registry import ModelRegistry
 from rkllmd.config import Config, LiveConfig
 from rkllmd.http.app import build_app
 from rkllmd.http.services import SERVICES, Services
-from rkllmd.manager import ModelManager, SpawnWorker
+from rkllmd.manager import ModelManager
+from rkllmd.residency import SpawnWorker
 from rkllmd.worker.proxy import WorkerProcess
 
 from tests.helpers import MODEL_ID

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from rkllmd.errors import RkllmdError
-from rkllmd.manager import SpawnWorker
+from rkllmd.residency import SpawnWorker
 from rkllmd.worker.proxy import WorkerProcess
 
 from tests.helpers import MODEL_ID
