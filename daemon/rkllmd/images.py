@@ -115,9 +115,14 @@ def _refuse_urls(text: str, where: str, *, fetching: bool) -> None:
     if match is None:
         return
     scheme = match.group(1).lower()
-    fetched = "only http(s) URLs of the hosts this daemon lists" if fetching else "not"
+    if not fetching:
+        why = "images are not fetched"
+    elif scheme in ("http", "https"):  # an allowed URL, but where bytes are expected
+        why = "URLs are fetched only for OpenAI image_url and Responses input_image parts"
+    else:
+        why = f"{scheme}: URLs are never opened"
     raise InvalidImage(
-        f"{where} is a {scheme}: URL; images are {fetched} fetched, send the image's bytes "
+        f"{where} is a {scheme}: URL; {why}; send the image's bytes "
         "as base64 or a data:<mime type>;base64,<data> URL",
         url_scheme=scheme,
     )

@@ -241,3 +241,20 @@ async def test_a_stream_starts_only_after_the_fetch(fetching, server) -> None:  
     )
     assert failed.status == 400 and failed.content_type == "application/json"
     assert (await failed.json())["error"]["code"] == "invalid_image"
+
+
+async def test_surfaces_that_take_bytes_never_fetch(fetching, server) -> None:  # type: ignore[no-untyped-def]
+    url = server.url("/red.png")
+    message = {"role": "user", "content": "What is it?", "images": [url]}
+    response = await fetching.post(
+        "/api/chat", json={"model": MODEL_ID, "messages": [message], "stream": False}
+    )
+    refused = await response.json()
+    assert response.status == 400 and refused["code"] == "invalid_image"
+    assert "fetched only for OpenAI image_url" in refused["error"]
+    body = {"messages": [{"role": "user", "content": "?", "images": [{"data_base64": url}]}]}
+    response = await fetching.post("/chat", json=body)
+    refused = await response.json()
+    assert response.status == 400 and refused["code"] == "invalid_image"
+    assert "fetched only for OpenAI image_url" in refused["detail"]
+    assert server.hits == []

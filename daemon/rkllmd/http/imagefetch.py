@@ -23,6 +23,7 @@ a redirect elsewhere, too large) is ``InvalidImage`` (400); the image server fai
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,8 @@ from yarl import URL
 from ..config import VisionSection
 from ..errors import ImageFetchFailed, ImageFetchTimeout, InvalidImage
 from ..fetchrules import UrlRule, allowed, origin, parse_rules
+
+logger = logging.getLogger(__name__)
 
 MAX_URL_LENGTH = 8192
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -111,7 +114,9 @@ async def _follow(
                 url = _next_hop(url, location, where)
                 continue
             _check_status(response.status, url, where)
-            return await _body(response, limits.max_image_bytes, url, where)
+            data = await _body(response, limits.max_image_bytes, url, where)
+            logger.debug("%s: %d bytes from %s:%s", where, len(data), url.host, url.port)
+            return data
     raise InvalidImage(
         f"{where}: more than {limits.fetch_max_redirects} redirects",
         **_about(url),
