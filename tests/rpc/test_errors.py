@@ -19,6 +19,8 @@ NOT_RPC = {
     e.RouteNotFound,
     e.MethodNotAllowed,
     e.ResponseNotFound,  # the Responses API's store
+    e.ImageFetchFailed,  # image URLs are fetched by the HTTP edge only (vision.fetch_urls)
+    e.ImageFetchTimeout,
 }
 
 
