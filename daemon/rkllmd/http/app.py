@@ -13,7 +13,16 @@ from aiohttp import web
 from .. import errors as e
 from . import ops, pulls, removal, state
 from .cards import CARD_CACHE, CardCache
-from .dialects import ollama, ollama_models, openai, responses, rockchip, simplechat, tabby
+from .dialects import (
+    ollama,
+    ollama_models,
+    openai,
+    openai_embeddings,
+    responses,
+    rockchip,
+    simplechat,
+    tabby,
+)
 from .edge import HostRules, check_auth, check_origin, cors_headers, to_error_response
 from .openapi import openapi
 from .routing import Handler, Route
@@ -35,6 +44,7 @@ ROUTES: tuple[Route, ...] = (
     *tabby.ROUTES,
     *simplechat.ROUTES,
     *openai.ROUTES,
+    *openai_embeddings.ROUTES,
     *removal.ROUTES,
     *responses.ROUTES,
     *ollama_models.ROUTES,

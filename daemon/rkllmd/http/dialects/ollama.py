@@ -48,7 +48,7 @@ from .ollama_options import (
     thinking,
     timings,
 )
-from .openai import shortened
+from .openai_embeddings import shortened
 
 
 class OllamaMessage(Body):

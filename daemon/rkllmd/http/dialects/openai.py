@@ -1,4 +1,5 @@
-"""OpenAI-compatible routes: models, chat completions, completions, embeddings.
+"""OpenAI-compatible routes: models, chat completions, completions (embeddings:
+``openai_embeddings.py``).
 
 Everything that can be wrong with a request is found before the first byte is
 sent (validation, model resolution, queue admission, loading, and the first
@@ -8,9 +9,6 @@ errors travel in-band as a final SSE event followed by ``[DONE]``.
 
 from __future__ import annotations
 
-import base64
-import math
-import struct
 import time
 import uuid
 from dataclasses import replace
@@ -23,9 +21,9 @@ from ... import errors as e
 from ... import structured
 from ...chat.parse import Delta
 from ...chat.turn import ChatReply, generate_request
-from ...requests import EmbedItem, GenerateRequest, ImageInput, TokenLogprob, Usage
+from ...requests import GenerateRequest, ImageInput, TokenLogprob, Usage
 from ...structured import Constraint, JsonReply
-from ...wire import NUMBER, EmbedInput, to_sampling
+from ...wire import NUMBER, to_sampling
 from ..cards import CARD_CACHE, model_card, wanted_type
 from ..edge import may_load_models, read_body
 from ..routing import Route
@@ -110,24 +108,6 @@ class CompletionRequest(StructuredFields):
 
 def _is_batch(prompt: Any) -> bool:
     return isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], str | list)
-
-
-class EmbeddingRequest(Body):
-    model: ModelName | None = None
-    input: EmbedInput | TokenIds | Annotated[list[TokenIds], Field(min_length=1, max_length=256)]
-    encoding_format: Literal["float", "base64"] | None = None
-    dimensions: Annotated[int, Field(ge=1, le=65_536), NUMBER] | None = None
-
-    def items(self) -> list[EmbedItem]:
-        value = self.input
-        if isinstance(value, str):
-            return [value]
-        items: list[EmbedItem] = []
-        for part in value:
-            if isinstance(part, int):
-                return [tuple(v for v in value if isinstance(v, int))]  # one token-id list
-            items.append(part if isinstance(part, str) else tuple(part))
-        return items
 
 
 # --- requests and answers ----------------------------------------------------------
@@ -379,58 +359,6 @@ async def _completion_whole(
     return web.json_response(answer.body(choices=choices, usage=usage, **timings(run)))
 
 
-async def embeddings(request: web.Request) -> web.Response:
-    svc = services(request)
-    http = svc.config.current.http
-    body = await read_body(request, EmbeddingRequest, http)
-    result = await svc.manager.embed(
-        body.items(),
-        model_to_use(request, body.model),
-        may_load=may_load_models(request, http),
-    )
-    vectors = result.vectors
-    if body.dimensions is not None:
-        meta = svc.registry.resolve(result.model_id).meta
-        vectors = [shortened(v, body.dimensions, meta.matryoshka) for v in vectors]
-    encoding = body.encoding_format or "float"
-    data = [
-        {"object": "embedding", "index": i, "embedding": _encode(v, encoding)}
-        for i, v in enumerate(vectors)
-    ]
-    tokens = result.prompt_tokens
-    return web.json_response(
-        {
-            "object": "list",
-            "data": data,
-            "model": result.model_id,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-    )
-
-
-def shortened(vector: list[float], size: int, matryoshka: bool) -> list[float]:
-    """The first ``size`` dimensions, renormalised: meaningful only for models trained
-    for it (Matryoshka representation learning), which their metadata declares."""
-    native = len(vector)
-    if size == native:
-        return vector
-    if not matryoshka or size > native:
-        trained = "" if matryoshka else " and the model's metadata declares no Matryoshka training"
-        raise e.UnsupportedByModel(
-            f"dimensions must be {native} (the model's embedding size){trained}",
-            param="dimensions",
-        )
-    head = vector[:size]
-    norm = math.sqrt(sum(v * v for v in head)) or 1.0
-    return [v / norm for v in head]
-
-
-def _encode(vector: list[float], encoding: str) -> list[float] | str:
-    if encoding == "float":
-        return vector
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-
-
 # --- models ------------------------------------------------------------------------
 
 
@@ -462,5 +390,4 @@ ROUTES = (
         ChatCompletionRequest,
     ),
     Route("POST", "/v1/completions", completions, "OpenAI text completion", CompletionRequest),
-    Route("POST", "/v1/embeddings", embeddings, "OpenAI embeddings", EmbeddingRequest),
 )
