@@ -24,6 +24,7 @@ QUEUED_CLIENTS = 3
 SLOW_READ_BYTES = 512
 SLOW_READ_PAUSE_S = 0.1
 
+ABORT = -1  # the double's line for the first rkllm_abort of a run
 Arrivals = list[tuple[float, int]]
 
 
@@ -49,21 +50,25 @@ class CallbackTimes:
         self._offset = self.path.stat().st_size if self.path.exists() else 0
 
     def runs(self) -> list[list[tuple[int, int, int]]]:
-        """Callbacks since the mark, one list per run (a run ends with FINISH or ERROR)."""
+        """Callbacks since the mark, one list per run. A run ends with FINISH or ERROR
+        (state 2, 3), or with its abort line (state -1), which may follow FINISH."""
         with self.path.open("rb") as handle:
             handle.seek(self._offset)
             data = handle.read()
         runs: list[list[tuple[int, int, int]]] = [[]]
         for line in data.splitlines():
             state, entry, hold = (int(x) for x in line.split())
+            if state == ABORT and not runs[-1] and len(runs) > 1:
+                runs[-2].append((state, entry, hold))
+                continue
             runs[-1].append((state, entry, hold))
-            if state >= 2:
+            if state >= 2 or state == ABORT:
                 runs.append([])
         return [r for r in runs if r]
 
 
 def holds_us(run: list[tuple[int, int, int]]) -> dict[str, float]:
-    holds = sorted(h / 1000 for _, _, h in run)
+    holds = sorted(h / 1000 for state, _, h in run if state != ABORT)
     return {
         "p50": round(holds[len(holds) // 2], 1),
         "p99": round(holds[min(len(holds) - 1, int(len(holds) * 0.99))], 1),
@@ -73,13 +78,26 @@ def holds_us(run: list[tuple[int, int, int]]) -> dict[str, float]:
 
 def runtime_rate(run: list[tuple[int, int, int]]) -> float:
     """Tokens/s as the runtime produced them: token callbacks, first to last entry."""
-    entries = [e for state, e, _ in run if state < 2]
+    entries = [e for state, e, _ in run if 0 <= state < 2]
     return (len(entries) - 1) / ((entries[-1] - entries[0]) / 1e9)
 
 
 def delivered_rate(arrivals: Arrivals) -> float:
     tokens = sum(n for _, n in arrivals[1:])
     return tokens / (arrivals[-1][0] - arrivals[0][0])
+
+
+def stop_to_abort_us(run: list[tuple[int, int, int]], stop_token: int) -> float:
+    """From the return of the callback that carried the stop string to rkllm_abort."""
+    tokens = [(e, h) for state, e, h in run if 0 <= state < 2]
+    (abort,) = [e for state, e, _ in run if state == ABORT]
+    entry, hold = tokens[stop_token]
+    return (abort - entry - hold) / 1000
+
+
+def stop_prompt(before: int, after: int) -> str:
+    """A reply of ``before`` tokens, then STOP as one token, then ``after`` more."""
+    return "[[say:" + " tok" * before + " STOP" + " tok" * after + "]]"
 
 
 # --- direct: the double through ctypes, an empty callback ------------------------------
@@ -118,13 +136,19 @@ class Direct:
 # --- clients -------------------------------------------------------------------------
 
 
-def openai_stream(url: str, model: str, prompt: str, tokens: int, chars: int) -> Arrivals:
+def openai_stream(
+    url: str, model: str, prompt: str, tokens: int, chars: int, stop: list[str] | None = None
+) -> Arrivals:
     import openai
 
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", timeout=600)
     arrivals: Arrivals = []
     stream = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": prompt}], max_tokens=tokens, stream=True
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=tokens,
+        stream=True,
+        stop=stop,
     )
     for chunk in stream:
         text = chunk.choices[0].delta.content if chunk.choices else None

@@ -62,6 +62,7 @@ PACING_TOKENS = 400
 PREFILL_US = 1000
 HISTORY_TOKENS = 1000
 TOKEN_CHARS = len(" tok")  # what the double's [[repeat:N]] emits per token
+STOP_AT = 20  # the token that completes the stop string in the abort-latency run
 
 
 @contextlib.contextmanager
@@ -220,22 +221,36 @@ Trees = list[tuple[str, Path | None]]
 
 
 def ceiling(trees: Trees, tokens: int, rounds: int) -> dict[str, Any]:
-    """Zero-delay tokens/s per tree, rounds interleaved across the trees."""
-    runs: dict[str, dict[str, list[float]]] = {
-        name: {"rpc_chat": [], "rpc_chat_stream": [], "http_sse_openai": []} for name, _ in trees
+    """Zero-delay tokens/s per tree, rounds interleaved across the trees; and how long
+    the callbacks of the SSE run held the runtime (the emit thread is never idle)."""
+    scratch = short_tempdir()
+    times = cb.CallbackTimes(scratch / "callback-times.txt")
+    env = {"RKLLM_DOUBLE_CALLBACK_TIMES": str(times.path)}
+    runs: dict[str, dict[str, list[Any]]] = {
+        name: {"rpc_chat": [], "rpc_chat_stream": [], "http_sse_openai": [], "sse_hold": []}
+        for name, _ in trees
     }
     with contextlib.ExitStack() as stack:
-        daemons = {name: stack.enter_context(daemon({}, tree)) for name, tree in trees}
+        stack.callback(shutil.rmtree, scratch, True)
+        daemons = {name: stack.enter_context(daemon(env, tree)) for name, tree in trees}
         for _ in range(rounds):
             for name, d in daemons.items():
-                runs[name]["rpc_chat"].append(rpc_rate(d, tokens, stream=False)["tok_s"])
-                runs[name]["rpc_chat_stream"].append(rpc_rate(d, tokens, stream=True)["tok_s"])
-                runs[name]["http_sse_openai"].append(sse_rate(d, tokens).get("tok_s", 0.0))
+                figures = runs[name]
+                figures["rpc_chat"].append(rpc_rate(d, tokens, stream=False)["tok_s"])
+                figures["rpc_chat_stream"].append(rpc_rate(d, tokens, stream=True)["tok_s"])
+                times.mark()
+                figures["http_sse_openai"].append(sse_rate(d, tokens).get("tok_s", 0.0))
+                figures["sse_hold"].append(cb.holds_us(times.runs()[-1]))
     return {
         "tokens": tokens,
         "rounds": rounds,
         **{
-            name: {path: cb.spread(values, 0) for path, values in figures.items()}
+            name: {
+                **{path: cb.spread(figures[path], 0) for path in list(figures)[:3]},
+                "sse_hold_us": cb.summarise([{"hold_us": h} for h in figures["sse_hold"]])[
+                    "hold_us"
+                ],
+            }
             for name, figures in runs.items()
         },
     }
@@ -288,6 +303,11 @@ def hold_round(
         "queued": lambda: cb.with_waiting_clients(stream, waiting),
         "slow_reader": lambda: cb.slow_sse(d.http_port, MODEL, prompt, tokens),
     }
+    times.mark()
+    cb.openai_stream(
+        d.http_url, MODEL, cb.stop_prompt(STOP_AT, 20), 100, TOKEN_CHARS, stop=["STOP"]
+    )
+    yield "stop", {"stop_to_abort_us": cb.stop_to_abort_us(times.runs()[0], STOP_AT)}
     for variant, work in variants.items():
         times.mark()
         arrivals = work()

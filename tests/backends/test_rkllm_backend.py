@@ -52,6 +52,21 @@ def test_cancelled_before_the_run_never_reaches_the_runtime(
     assert len(call_log.runs()) == 1
 
 
+def test_text_goes_out_from_another_thread_than_the_runtime_s(backend: RkllmBackend) -> None:
+    # The double calls back on the thread that called rkllm_run, as the runtime may: the
+    # UTF-8, stop-string and pipe work must not run there, the NPU waits for it.
+    senders: set[int] = set()
+    emitted: list[str] = []
+
+    def emit(text: str) -> None:
+        senders.add(threading.get_ident())
+        emitted.append(text)
+
+    result = backend.generate(chat("[[say:héllo there]]", 64), emit, threading.Event())
+    assert result.finish_reason == "stop" and "".join(emitted) == "héllo there"
+    assert senders and threading.get_ident() not in senders
+
+
 def test_a_cancel_before_the_runtime_resets_its_abort_state_is_not_lost(
     backend: RkllmBackend, call_log: CallLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:

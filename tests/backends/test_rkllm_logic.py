@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from array import array
+from collections import deque
 from pathlib import Path
 
 import pytest
+from rkllmd.backends.rkllm import abi as c
 from rkllmd.backends.rkllm.kvcache import KvTracker, Plan
 from rkllmd.backends.rkllm.loader import cpu_mask
-from rkllmd.backends.rkllm.sinks import HiddenSink, TextSink
+from rkllmd.backends.rkllm.native import Inbox
+from rkllmd.backends.rkllm.sinks import Emitter, HiddenSink, TextSink
 from rkllmd.backends.rkllm.template import FAMILIES, choose_format, family_for
 from rkllmd.errors import GenerationFailed, LoadFailed
 from rkllmd.requests import ChatMessage
@@ -215,44 +217,66 @@ def test_reasoning_open_probe() -> None:
 
 
 def text_sink(stop: tuple[str, ...] = (), budget: int = 100) -> tuple[TextSink, list[str]]:
-    out: list[str] = []
-    return TextSink(out.append, stop, budget, threading.Event()), out
+    stops: list[str] = []
+    return TextSink(stop, budget, lambda: stops.append("stop")), stops
 
 
 @pytest.mark.parametrize("rest_only", [False, True])
 def test_waiting_pieces_are_joined(rest_only: bool) -> None:
-    sink, out = text_sink()
+    sink, stops = text_sink()
     euro = "€".encode()
     sink.token(b"a", False)
     sink.token(euro[:1], True)
+    assert sink.take() == "a"
     sink.token(euro[1:] if rest_only else euro, False)
     sink.token(b"b", False)
     sink.flush()
-    assert "".join(out) == "a€b"
-    assert sink.pieces == [b"a", euro[:1], euro[1:], b"b"]
+    assert sink.take() == "€b" and sink.take() == ""
+    assert sink.pieces == [b"a", euro[:1], euro[1:], b"b"] and not stops
 
 
 def test_a_budget_stops_the_run() -> None:
-    sink, out = text_sink(budget=2)
+    sink, stops = text_sink(budget=2)
     for piece in (b"a", b"b", b"c"):
         sink.token(piece, False)
     sink.flush()
-    assert "".join(out) == "ab" and sink.budget_hit and sink.tokens == 2
+    assert sink.take() == "ab" and sink.budget_hit and sink.tokens == 2
+    assert stops == ["stop"]  # once, though a token came after it
 
 
 def test_a_stop_string_stops_the_run() -> None:
-    sink, out = text_sink(stop=("END",))
+    sink, stops = text_sink(stop=("END",))
     for piece in (b"ok E", b"ND more", b"ignored"):
         sink.token(piece, False)
     sink.flush()
-    assert "".join(out) == "ok " and sink.stopped
+    assert sink.take() == "ok " and sink.stopped and stops == ["stop"]
+
+
+def test_the_emitter_turns_callback_items_into_text_in_order() -> None:
+    inbox: Inbox = deque()
+    sent: list[str] = []
+    sink, stops = text_sink(stop=("END",))
+    out = Emitter(inbox, sink, sent.append)
+    euro = "€".encode()
+    items = [(c.RUN_NORMAL, b"a"), (c.RUN_WAITING, euro[:1]), (c.RUN_NORMAL, euro)]
+    items += [(c.RUN_NORMAL, b" xE"), (c.RUN_NORMAL, b"ND y"), (c.RUN_NORMAL, b"z")]
+    perf = c.PerfStat(prefill_time_ms=1.5, prefill_tokens=3, generate_tokens=6)
+    items.append((c.RUN_FINISH, bytes(perf)))
+    inbox.extend(items)
+    out.close()
+    assert "".join(sent) == "a€ x" and sink.stopped and stops == ["stop"]
+    assert sink.pieces == [b"a", euro[:1], euro[1:], b" xE", b"ND y"]
+    assert sink.perf is not None and sink.perf["prefill_tokens"] == 3
+    assert sink.perf["generate_tokens"] == 6 and not inbox
 
 
 def test_hidden_states_are_mean_pooled_and_normalised() -> None:
     sink = HiddenSink()
-    sink.hidden(array("f", [1.0, 0.0, 3.0, 4.0]), dim=2, tokens=2)
+    sink.hidden(array("f", [1.0, 0.0, 3.0, 4.0, 2.0, -1.0]), dim=3, tokens=2)
     assert sink.vector is not None and sink.tokens == 2
-    assert sink.vector == pytest.approx([4 / math.sqrt(32), 4 / math.sqrt(32)])
+    sums = [1.0 + 4.0, 0.0 + 2.0, 3.0 - 1.0]
+    norm = math.sqrt(sum(x * x for x in sums))
+    assert sink.vector == pytest.approx([x / norm for x in sums])
 
 
 def test_cpu_mask_takes_the_big_cores() -> None:

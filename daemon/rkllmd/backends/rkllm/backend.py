@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -30,9 +31,9 @@ from ..base import EmbedResult, EmitText, GenerateResult
 from . import abi as c
 from .kvcache import KvTracker, Plan
 from .loader import LoadedModel, load_model
-from .native import NativeModel
+from .native import Inbox, NativeModel
 from .rknn import RknnError
-from .sinks import Coalescer, HiddenSink, TextSink
+from .sinks import Emitter, HiddenSink, TextSink, drain
 from .tokenizer import ModelTokenizer, find_tokenizer
 from .tokenizer import require as require_tokenizer
 from .vision import IMAGE_TAG, Embeddings, VisionEncoder, load_encoder
@@ -59,22 +60,17 @@ def abort_until_started(native: NativeModel, done: threading.Event) -> None:
 
 
 @contextlib.contextmanager
-def abort_watch(
-    model: LoadedModel, cancel: threading.Event, stop_now: threading.Event
-) -> Iterator[None]:
-    """Call rkllm_abort from another thread once ``stop_now`` is set (at once: a stop
-    string or the token budget) or ``cancel`` is (within CANCEL_POLL_S: the client
-    went away)."""
+def abort_watch(native: NativeModel, cancel: threading.Event) -> Iterator[None]:
+    """Abort the run from another thread within CANCEL_POLL_S of ``cancel`` (the client
+    went away). Stop strings and the token budget abort from the emit thread."""
     done = threading.Event()
 
     def watch() -> None:
-        while True:
-            fired = stop_now.wait(CANCEL_POLL_S)
+        while not cancel.wait(CANCEL_POLL_S):
             if done.is_set():
                 return
-            if fired or cancel.is_set():
-                abort_until_started(model.native, done)
-                return
+        if not done.is_set():
+            abort_until_started(native, done)
 
     thread = threading.Thread(target=watch, name="rkllm-abort", daemon=True)
     thread.start()
@@ -82,7 +78,6 @@ def abort_watch(
         yield
     finally:
         done.set()
-        stop_now.set()  # wakes the watcher; the run is over, so nothing reads it
         thread.join()
 
 
@@ -145,13 +140,11 @@ class RkllmBackend:
             model.native.clear_kv_cache()
         kv_before = (model.native.kv_cache_size() or 0) if not plan.clear else 0
         budget = max(1, min(request.sampling.max_tokens, model.n_ctx))
-        stop_now = threading.Event()
-        out = Coalescer(emit)
         # 1.3 stops at max_new_tokens itself and keeps the KV cache usable for the next
         # turn; aborting at the budget would throw it away. 1.2 has no per-run limit, so
         # the sink aborts. The +1 on 1.3 is only a safety net for a runtime that overruns.
         per_run = model.native.abi.per_run_sampling
-        sink = TextSink(out.put, request.sampling.stop, budget + per_run, stop_now)
+        sink = TextSink(request.sampling.stop, budget + per_run, model.native.abort_run)
         if embeddings is not None and self._vision is not None:
             rk_input = model.make_multimodal(
                 plan.send, embeddings, self._vision, request.enable_thinking
@@ -159,10 +152,11 @@ class RkllmBackend:
         else:
             rk_input = model.make_input(plan.send, request.enable_thinking)
         infer = model.make_infer(c.INFER_GENERATE, request.sampling, budget)
+        inbox: Inbox = deque()
+        out = Emitter(inbox, sink, emit)
         try:
-            with abort_watch(model, cancel, stop_now):
-                rc = model.native.run(rk_input, infer, sink)
-            sink.flush()
+            with abort_watch(model.native, cancel):
+                rc = model.native.run(rk_input, infer, inbox)
         finally:
             out.close()
         fits = kv_before + self._kv.estimate_tokens(plan.send) + image_tokens < model.n_ctx
@@ -278,7 +272,9 @@ class RkllmBackend:
             sink = HiddenSink()
             rk_input = model.make_input(str(text).encode(), None)
             infer = model.make_infer(c.INFER_GET_LAST_HIDDEN_LAYER, None, 1, keep_history=0)
-            rc = model.native.run(rk_input, infer, sink)
+            inbox: Inbox = deque()
+            rc = model.native.run(rk_input, infer, inbox, hidden=True)
+            drain(inbox, sink)  # pooled here, after the run, not on the runtime's thread
             if rc != 0 or sink.failed or sink.vector is None:
                 raise GenerationFailed("the NPU runtime returned no hidden states for an input")
             vectors.append(sink.vector)

@@ -1,10 +1,17 @@
 """One RKLLM handle: init/destroy, one run at a time, abort from any thread.
 
 The result callback is a ctypes function object owned by this handle for its
-whole life (the runtime keeps the pointer). It copies what it needs out of the
-``RKLLMResult`` before returning (the runtime frees it afterwards), hands it to
-the sink of the current run, and always returns 0 explicitly (a 1 would pause
-the run). The return of ``rkllm_run`` is what ends a run, not FINISH.
+whole life (the runtime keeps the pointer). The runtime calls it from its decode
+loop and computes the next token only once it has returned, so every
+microsecond spent in it is taken from the NPU: it copies what the runtime frees
+afterwards (the token's bytes, hidden states, perf figures) into one tuple,
+appends that to the run's inbox and returns 0 explicitly (a 1 would pause the
+run). The inbox is a ``collections.deque``: appending is atomic and wakes
+nobody. Waking the consumer from here (a futex call, and on a busy core a switch
+to a thread that at once blocks on the GIL the callback holds) cost as much as
+the rest of the callback together (docs/benchmarks.md), so the consumer polls.
+Decoding, stop strings and the pipe write happen there. The return of
+``rkllm_run`` is what ends a run, not FINISH.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import ctypes
 import logging
 import threading
 from array import array
+from collections import deque
 from typing import Any, Protocol
 
 from . import abi as c
@@ -20,6 +28,12 @@ from .initlog import capture_native_output
 from .library import Runtime
 
 logger = logging.getLogger(__name__)
+
+# Inbox items: (RUN_NORMAL | RUN_WAITING, text bytes), (HIDDEN, float32 bytes, dim, tokens),
+# (RUN_FINISH, RKLLMPerfStat bytes), (RUN_ERROR, None).
+HIDDEN = -1
+Item = tuple[Any, ...]
+Inbox = deque[Item | None]  # None: the run has returned (added by the caller)
 
 
 class RunSink(Protocol):
@@ -39,6 +53,19 @@ def perf_dict(perf: Any) -> dict[str, float]:
     }
 
 
+def deliver(item: Item, sink: RunSink) -> None:
+    """Hand one inbox item to a sink (on the consumer's thread, not the runtime's)."""
+    state = item[0]
+    if state == c.RUN_NORMAL or state == c.RUN_WAITING:
+        sink.token(item[1], state == c.RUN_WAITING)
+    elif state == HIDDEN:
+        sink.hidden(array("f", item[1]), item[2], item[3])
+    elif state == c.RUN_FINISH:
+        sink.finish(perf_dict(c.PerfStat.from_buffer_copy(item[1])))
+    elif state == c.RUN_ERROR:
+        sink.error()
+
+
 class NativeModel:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -47,7 +74,8 @@ class NativeModel:
         self._handle = ctypes.c_void_p()
         self._callback = c.ResultCallback(self._on_result)
         self._callbacks: Any = None
-        self._sink: RunSink | None = None
+        self._append: Any = None  # the current run's inbox.append, None between runs
+        self._hidden = False  # the current run asked for hidden states
         self._run_lock = threading.Lock()
         self._lora: Any = None
         self.init_log: list[str] = []
@@ -108,13 +136,20 @@ class NativeModel:
         if self.ready:
             self.lib.rkllm_abort(self._handle)
 
+    def abort_run(self) -> None:
+        """Abort the run in progress, if there is one (for a consumer of its output, which
+        may still be reading after the run has returned)."""
+        if self._append is not None:
+            self.abort()
+
     def is_running(self) -> bool:
         return self.ready and bool(self.lib.rkllm_is_running(self._handle))
 
-    def run(self, rk_input: Any, infer: Any, sink: RunSink) -> int:
-        """Blocking ``rkllm_run``; callbacks go to ``sink`` until it returns."""
+    def run(self, rk_input: Any, infer: Any, inbox: Inbox, hidden: bool = False) -> int:
+        """Blocking ``rkllm_run``; the callbacks append their items to ``inbox`` until it
+        returns."""
         with self._run_lock:
-            self._sink = sink
+            self._append, self._hidden = inbox.append, hidden
             try:
                 return int(
                     self.lib.rkllm_run(
@@ -122,31 +157,32 @@ class NativeModel:
                     )
                 )
             finally:
-                self._sink = None
+                self._append = None
 
-    # --- the callback ----------------------------------------------------------------
+    # --- the callback (the runtime's thread; keep it to copying) ----------------------
 
     def _on_result(self, result: Any, userdata: Any, state: int) -> int:
-        sink = self._sink
-        if sink is None or not result:
+        append = self._append
+        if append is None or not result:
             return 0
         try:
-            self._dispatch(sink, result.contents, state)
+            res = result.contents
+            if state == c.RUN_NORMAL or state == c.RUN_WAITING:
+                if self._hidden:
+                    self._copy_hidden(res.last_hidden_layer, append)
+                text = res.text
+                if text is not None:
+                    append((state, text))
+            elif state == c.RUN_FINISH:
+                append((state, bytes(res.perf)))
+            elif state == c.RUN_ERROR:
+                append((state, None))
         except Exception:  # never let an exception unwind into C
             logger.exception("error in the RKLLM result callback")
         return 0
 
     @staticmethod
-    def _dispatch(sink: RunSink, res: Any, state: int) -> None:
-        if state in (c.RUN_NORMAL, c.RUN_WAITING):
-            hidden = res.last_hidden_layer
-            if hidden.hidden_states and hidden.embd_size > 0 and hidden.num_tokens > 0:
-                count = hidden.embd_size * hidden.num_tokens
-                values = array("f", ctypes.string_at(hidden.hidden_states, count * 4))
-                sink.hidden(values, int(hidden.embd_size), int(hidden.num_tokens))
-            if res.text is not None:
-                sink.token(bytes(res.text), state == c.RUN_WAITING)
-        elif state == c.RUN_FINISH:
-            sink.finish(perf_dict(res.perf))
-        elif state == c.RUN_ERROR:
-            sink.error()
+    def _copy_hidden(hidden: Any, append: Any) -> None:
+        dim, tokens = int(hidden.embd_size), int(hidden.num_tokens)
+        if hidden.hidden_states and dim > 0 and tokens > 0:
+            append((HIDDEN, ctypes.string_at(hidden.hidden_states, dim * tokens * 4), dim, tokens))
