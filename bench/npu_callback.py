@@ -87,12 +87,15 @@ def delivered_rate(arrivals: Arrivals) -> float:
     return tokens / (arrivals[-1][0] - arrivals[0][0])
 
 
-def stop_to_abort_us(run: list[tuple[int, int, int]], stop_token: int) -> float:
-    """From the return of the callback that carried the stop string to rkllm_abort."""
-    tokens = [(e, h) for state, e, h in run if 0 <= state < 2]
+def stop_figures(run: list[tuple[int, int, int]], stop_token: int) -> dict[str, float]:
+    """From the runtime handing over the token that completes the stop string (its
+    callback's entry) to rkllm_abort, and how many tokens the runtime still produced."""
+    tokens = [e for state, e, _ in run if 0 <= state < 2]
     (abort,) = [e for state, e, _ in run if state == ABORT]
-    entry, hold = tokens[stop_token]
-    return (abort - entry - hold) / 1000
+    return {
+        "stop_to_abort_us": (abort - tokens[stop_token]) / 1000,
+        "tokens_after_stop": len(tokens) - stop_token - 1,
+    }
 
 
 def stop_prompt(before: int, after: int) -> str:
@@ -203,6 +206,20 @@ def with_waiting_clients(main: Callable[[], Arrivals], waiting: Callable[[], Any
     for t in threads:
         t.join()
     return result
+
+
+# --- the worker's CPU time -------------------------------------------------------------
+
+
+def worker_pid(daemon_pid: int) -> int:
+    children = Path(f"/proc/{daemon_pid}/task/{daemon_pid}/children").read_text().split()
+    return int(children[0])
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of a whole process so far, threads that ended included (Linux encodes
+    another process's CPU clock as ``(~pid << 3) | CPUCLOCK_SCHED``)."""
+    return time.clock_gettime_ns(((~pid) << 3) | 2)
 
 
 # --- summary -------------------------------------------------------------------------

@@ -29,6 +29,9 @@ Builds tests/fixtures/rkllm_double.c with gcc and starts real daemons on it:
    SSE client reading 512 bytes every 100 ms, slower than the tokens come).
    Figures: hold p50/p99/max in microseconds, and tokens/s delivered to the
    client over the direct rate (``delivered_ratio``), medians with min-max.
+   Each round also streams a reply with a stop string at token 20 and reports
+   the time from that token's callback to ``rkllm_abort`` and how many tokens
+   the runtime still produced (``stop``), and the worker's CPU time per token.
 
 Prints one JSON line. Targets: ceiling >= 80,000 tok/s over HTTP SSE (issue 18;
 5,000 in issue 4), pacing >= 0.99, reuse ratio <= 0.25, callback hold p99
@@ -307,14 +310,18 @@ def hold_round(
     cb.openai_stream(
         d.http_url, MODEL, cb.stop_prompt(STOP_AT, 20), 100, TOKEN_CHARS, stop=["STOP"]
     )
-    yield "stop", {"stop_to_abort_us": cb.stop_to_abort_us(times.runs()[0], STOP_AT)}
+    yield "stop", cb.stop_figures(times.runs()[0], STOP_AT)
+    worker = cb.worker_pid(d.proc.pid)
     for variant, work in variants.items():
         times.mark()
+        cpu_before = cb.cpu_ns(worker)
         arrivals = work()
+        cpu = cb.cpu_ns(worker) - cpu_before
         run = times.runs()[0]
         sample = {
             "hold_us": cb.holds_us(run),
             "runtime_ratio": cb.runtime_rate(run) / direct_rate,
+            "worker_cpu_us_per_token": cpu / 1000 / tokens,
         }
         if isinstance(arrivals, list):
             sample["delivered_ratio"] = cb.delivered_rate(arrivals) / direct_rate

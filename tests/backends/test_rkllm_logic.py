@@ -13,7 +13,14 @@ from rkllmd.backends.rkllm import abi as c
 from rkllmd.backends.rkllm.kvcache import KvTracker, Plan
 from rkllmd.backends.rkllm.loader import cpu_mask
 from rkllmd.backends.rkllm.native import Inbox
-from rkllmd.backends.rkllm.sinks import Emitter, HiddenSink, TextSink
+from rkllmd.backends.rkllm.sinks import (
+    DUE_FRACTION,
+    EMIT_POLL_S,
+    Emitter,
+    HiddenSink,
+    TextSink,
+    TokenClock,
+)
 from rkllmd.backends.rkllm.template import FAMILIES, choose_format, family_for
 from rkllmd.errors import GenerationFailed, LoadFailed
 from rkllmd.requests import ChatMessage
@@ -268,6 +275,36 @@ def test_the_emitter_turns_callback_items_into_text_in_order() -> None:
     assert sink.pieces == [b"a", euro[:1], euro[1:], b" xE", b"ND y"]
     assert sink.perf is not None and sink.perf["prefill_tokens"] == 3
     assert sink.perf["generate_tokens"] == 6 and not inbox
+
+
+def test_the_emit_thread_sleeps_until_a_token_is_nearly_due() -> None:
+    clock = TokenClock()
+
+    def token_at(t: float) -> None:
+        clock.looked_empty(t - 0.0005)  # found by a look right after an empty one
+        clock.arrived(t)
+
+    assert clock.sleep_s(0.0) == EMIT_POLL_S  # nothing known yet: look often
+    token_at(1.000)
+    assert clock.sleep_s(1.0) == EMIT_POLL_S
+    token_at(1.025)
+    assert clock.sleep_s(1.025) == pytest.approx(0.025 * DUE_FRACTION)
+    assert clock.sleep_s(1.048) == EMIT_POLL_S  # due: look every poll
+    token_at(2.0)  # after one stall the next token is still expected at the usual gap
+    assert clock.sleep_s(2.0) == pytest.approx(0.025 * DUE_FRACTION)
+
+
+def test_a_token_found_late_does_not_plan_the_next_sleep() -> None:
+    clock = TokenClock()
+    for t in (1.000, 1.025):
+        clock.looked_empty(t - 0.0005)
+        clock.arrived(t)
+    clock.looked_empty(1.026)
+    clock.arrived(1.070)  # found 44 ms after the last empty look: arrived some time before
+    assert clock.sleep_s(1.070) == EMIT_POLL_S  # poll until a token's time is known again
+    clock.looked_empty(1.0745)
+    clock.arrived(1.075)
+    assert clock.sleep_s(1.075) == pytest.approx(0.025 * DUE_FRACTION)
 
 
 def test_hidden_states_are_mean_pooled_and_normalised() -> None:
