@@ -7,12 +7,15 @@ after that check but before the runtime's reset is aborted all the same."""
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from rkllmd.backends.base import GenerateResult
+from rkllmd.backends.rkllm import abi as c
 from rkllmd.backends.rkllm.backend import RkllmBackend
+from rkllmd.backends.rkllm.native import Inbox
 from rkllmd.requests import BackendDefaults, ChatMessage, GenerateRequest, LoadOptions, Sampling
 
 from tests.backends.conftest import CallLog
@@ -95,3 +98,39 @@ def test_a_cancel_before_the_runtime_resets_its_abort_state_is_not_lost(
     (end,) = call_log.calls("rkllm_run_end")
     assert end["aborted"] == 1
     assert len("".join(emitted)) < len(" tok") * 5000
+
+
+def test_an_abort_meant_for_an_ended_run_never_reaches_the_next(
+    backend: RkllmBackend, call_log: CallLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing waits for the emit thread's or the cancel watcher's last abort when a run
+    # ends (it would hold back the end of every reply): one that comes late must leave
+    # the next run alone, and one for the run in progress must stop it.
+    monkeypatch.setenv("RKLLM_DOUBLE_TOKEN_DELAY_US", "1000")
+    model = backend._model
+    assert model is not None
+    native = model.native
+
+    def run_in_thread(tokens: int, inbox: Inbox) -> threading.Thread:
+        rk_input = model.make_input(f"[[repeat:{tokens}]]".encode(), None)
+        infer = model.make_infer(c.INFER_GENERATE, Sampling(max_tokens=tokens), tokens)
+        thread = threading.Thread(target=native.run, args=(rk_input, infer, inbox))
+        thread.start()
+        wait_for(lambda: len(inbox) >= 3, 30, "the run to be under way")
+        return thread
+
+    ended: Inbox = deque()
+    current: Inbox = deque()
+    thread = run_in_thread(100, current)
+    native.abort_run(ended)
+    thread.join()
+    assert call_log.calls("rkllm_abort") == []
+    assert sum(1 for item in current if item[0] == c.RUN_NORMAL) == 100
+
+    stopped: Inbox = deque()
+    thread = run_in_thread(5000, stopped)
+    native.abort_run(stopped)
+    thread.join()
+    assert len(call_log.calls("rkllm_abort")) == 1
+    (_, end) = call_log.calls("rkllm_run_end")
+    assert end["aborted"] == 1 and len(stopped) < 5000

@@ -277,6 +277,36 @@ def test_the_emitter_turns_callback_items_into_text_in_order() -> None:
     assert sink.perf["generate_tokens"] == 6 and not inbox
 
 
+@pytest.mark.timeout(120)
+def test_closing_wakes_an_emit_thread_that_planned_a_long_sleep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The run has returned: the end of the reply (and the next run) must not wait for
+    # the rest of a sleep planned for the next token. Without the wake this test hangs.
+    monkeypatch.setattr(TokenClock, "sleep_s", lambda self, now: 3600.0)
+    inbox: Inbox = deque()
+    sent: list[str] = []
+    sink, _ = text_sink()
+    out = Emitter(inbox, sink, sent.append)
+    inbox.append((c.RUN_NORMAL, b"last"))
+    out.close()
+    assert sent == ["last"]
+
+
+def test_a_failure_in_the_text_work_aborts_the_run_and_fails_it() -> None:
+    inbox: Inbox = deque()
+    sink, stops = text_sink()
+
+    def broken(text: bytes, waiting: bool) -> None:
+        raise RuntimeError("a bug")
+
+    sink.token = broken  # type: ignore[method-assign]
+    out = Emitter(inbox, sink, [].append)
+    inbox.append((c.RUN_NORMAL, b"a"))
+    out.close()
+    assert sink.failed and stops == ["stop"]
+
+
 def test_the_emit_thread_sleeps_until_a_token_is_nearly_due() -> None:
     clock = TokenClock()
 

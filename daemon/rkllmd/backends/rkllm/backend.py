@@ -43,8 +43,8 @@ logger = logging.getLogger(__name__)
 CANCEL_POLL_S = 0.02
 
 
-def abort_until_started(native: NativeModel, done: threading.Event) -> None:
-    """rkllm_abort, re-sent while the run has not begun.
+def abort_until_started(native: NativeModel, inbox: Inbox, done: threading.Event) -> None:
+    """rkllm_abort for the run filling ``inbox``, re-sent while it has not begun.
 
     rkllm_run forgets an earlier abort when it starts, so an abort sent between the
     last cancel check and that reset would be lost and the run would go on to its
@@ -54,15 +54,21 @@ def abort_until_started(native: NativeModel, done: threading.Event) -> None:
     """
     while True:
         started = native.is_running()
-        native.abort()
+        native.abort_run(inbox)
         if started or done.wait(CANCEL_POLL_S):
             return
 
 
 @contextlib.contextmanager
-def abort_watch(native: NativeModel, cancel: threading.Event) -> Iterator[None]:
-    """Abort the run from another thread within CANCEL_POLL_S of ``cancel`` (the client
-    went away). Stop strings and the token budget abort from the emit thread."""
+def abort_watch(native: NativeModel, inbox: Inbox, cancel: threading.Event) -> Iterator[None]:
+    """Abort the run filling ``inbox`` from another thread as soon as ``cancel`` is set
+    (the client went away). Stop strings and the token budget abort from the emit
+    thread.
+
+    The watcher waits on ``cancel`` itself, so nothing wakes it when the run ends: it
+    sees that within CANCEL_POLL_S and exits. It is not waited for (that would hold
+    back the end of every reply by up to CANCEL_POLL_S); abort_run never reaches a
+    later run."""
     done = threading.Event()
 
     def watch() -> None:
@@ -70,15 +76,13 @@ def abort_watch(native: NativeModel, cancel: threading.Event) -> Iterator[None]:
             if done.is_set():
                 return
         if not done.is_set():
-            abort_until_started(native, done)
+            abort_until_started(native, inbox, done)
 
-    thread = threading.Thread(target=watch, name="rkllm-abort", daemon=True)
-    thread.start()
+    threading.Thread(target=watch, name="rkllm-abort", daemon=True).start()
     try:
         yield
     finally:
         done.set()
-        thread.join()
 
 
 class RkllmBackend:
@@ -144,7 +148,10 @@ class RkllmBackend:
         # turn; aborting at the budget would throw it away. 1.2 has no per-run limit, so
         # the sink aborts. The +1 on 1.3 is only a safety net for a runtime that overruns.
         per_run = model.native.abi.per_run_sampling
-        sink = TextSink(request.sampling.stop, budget + per_run, model.native.abort_run)
+        inbox: Inbox = deque()
+        sink = TextSink(
+            request.sampling.stop, budget + per_run, lambda: model.native.abort_run(inbox)
+        )
         if embeddings is not None and self._vision is not None:
             rk_input = model.make_multimodal(
                 plan.send, embeddings, self._vision, request.enable_thinking
@@ -152,10 +159,9 @@ class RkllmBackend:
         else:
             rk_input = model.make_input(plan.send, request.enable_thinking)
         infer = model.make_infer(c.INFER_GENERATE, request.sampling, budget)
-        inbox: Inbox = deque()
         out = Emitter(inbox, sink, emit)
         try:
-            with abort_watch(model.native, cancel):
+            with abort_watch(model.native, inbox, cancel):
                 rc = model.native.run(rk_input, infer, inbox)
         finally:
             out.close()

@@ -74,7 +74,9 @@ class NativeModel:
         self._handle = ctypes.c_void_p()
         self._callback = c.ResultCallback(self._on_result)
         self._callbacks: Any = None
-        self._append: Any = None  # the current run's inbox.append, None between runs
+        self._inbox: Inbox | None = None  # the current run's, None between runs
+        self._append: Any = None  # its append, read by the callback
+        self._abort_lock = threading.Lock()  # an abort_run and a run's start or end
         self._hidden = False  # the current run asked for hidden states
         self._run_lock = threading.Lock()
         self._lora: Any = None
@@ -136,11 +138,13 @@ class NativeModel:
         if self.ready:
             self.lib.rkllm_abort(self._handle)
 
-    def abort_run(self) -> None:
-        """Abort the run in progress, if there is one (for a consumer of its output, which
-        may still be reading after the run has returned)."""
-        if self._append is not None:
-            self.abort()
+    def abort_run(self, inbox: Inbox) -> None:
+        """Abort the run that fills ``inbox`` if it has not returned yet, and never a
+        later run: the emit thread and the cancel watcher may act after their run has
+        ended, and they are not waited for."""
+        with self._abort_lock:
+            if self._inbox is inbox:
+                self.abort()
 
     def is_running(self) -> bool:
         return self.ready and bool(self.lib.rkllm_is_running(self._handle))
@@ -149,7 +153,8 @@ class NativeModel:
         """Blocking ``rkllm_run``; the callbacks append their items to ``inbox`` until it
         returns."""
         with self._run_lock:
-            self._append, self._hidden = inbox.append, hidden
+            with self._abort_lock:
+                self._inbox, self._append, self._hidden = inbox, inbox.append, hidden
             try:
                 return int(
                     self.lib.rkllm_run(
@@ -157,7 +162,8 @@ class NativeModel:
                     )
                 )
             finally:
-                self._append = None
+                with self._abort_lock:
+                    self._inbox = self._append = None
 
     # --- the callback (the runtime's thread; keep it to copying) ----------------------
 

@@ -82,22 +82,34 @@ class Emitter:
         self._inbox = inbox
         self._sink = sink
         self._emit = emit
+        self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rkllm-emit", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
         """After the run has returned: send what is left and stop the thread."""
         self._inbox.append(None)
+        # Wake the thread: it may have planned to sleep most of a token's gap, which
+        # would hold back the end of the reply (and the next run) for as long. The
+        # runtime is no longer waiting on anything, so waking costs it nothing now.
+        self._closed.set()
         self._thread.join()
 
     def _run(self) -> None:
+        try:
+            self._pump()
+        except Exception:  # a bug in the text work must not leave the run going on unread
+            logger.exception("the RKLLM emit thread failed; aborting the run")
+            self._sink.fail()
+
+    def _pump(self) -> None:
         inbox, sink, clock = self._inbox, self._sink, TokenClock()
         ended = False
         while not ended:
             now = time.monotonic()
             if not inbox:
                 clock.looked_empty(now)
-                time.sleep(clock.sleep_s(now))
+                self._closed.wait(clock.sleep_s(now))
                 continue
             clock.arrived(now)
             ended = self._take_all()
@@ -177,6 +189,12 @@ class TextSink:
     def _halt(self) -> None:
         self._halted = True
         self._on_stop()
+
+    def fail(self) -> None:
+        """The text could not be processed: end the run, report it as failed."""
+        self.failed = True
+        if not self._halted:
+            self._halt()
 
     def _send(self, piece: str) -> None:
         if piece:
