@@ -52,10 +52,8 @@ def abort_until_started(native: NativeModel, inbox: Inbox, done: threading.Event
     abort sent after it said 1 is one the run sees; until then, send it again every
     CANCEL_POLL_S until it does or the run has returned.
     """
-    while True:
-        started = native.is_running()
-        native.abort_run(inbox)
-        if started or done.wait(CANCEL_POLL_S):
+    while not native.abort_run(inbox):
+        if done.wait(CANCEL_POLL_S):
             return
 
 

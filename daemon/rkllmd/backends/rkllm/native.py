@@ -138,13 +138,16 @@ class NativeModel:
         if self.ready:
             self.lib.rkllm_abort(self._handle)
 
-    def abort_run(self, inbox: Inbox) -> None:
+    def abort_run(self, inbox: Inbox) -> bool:
         """Abort the run that fills ``inbox`` if it has not returned yet, and never a
-        later run: the emit thread and the cancel watcher may act after their run has
-        ended, and they are not waited for."""
+        later run or a destroyed handle: the cancel watcher is not waited for when its
+        run ends. True if the runtime had begun the run, so that it sees the abort."""
         with self._abort_lock:
-            if self._inbox is inbox:
-                self.abort()
+            if self._inbox is not inbox:
+                return False
+            started = self.is_running()
+            self.abort()
+            return started
 
     def is_running(self) -> bool:
         return self.ready and bool(self.lib.rkllm_is_running(self._handle))

@@ -145,7 +145,7 @@ class TextSink:
     when a stop string or the token budget ends the run (tokens the runtime delivers
     after that are ignored)."""
 
-    def __init__(self, stop: tuple[str, ...], budget: int, on_stop: Callable[[], None]) -> None:
+    def __init__(self, stop: tuple[str, ...], budget: int, on_stop: Callable[[], object]) -> None:
         self._out: list[str] = []
         self._text = TextStream(stop)
         self._budget = budget
