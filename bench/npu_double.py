@@ -1,9 +1,9 @@
 """NPU path benchmark with the librkllmrt test double (no NPU needed).
 
 Usage: ``.venv/bin/python bench/npu_double.py [--only SECTION]... [--rounds N]
-[--tree NAME=DIR]...``; ``--tree before=/tmp/old --tree after=`` runs the daemon
-code of checkout /tmp/old (``git archive``) and of this one side by side,
-interleaved round by round (ceiling and callback sections).
+[--tree NAME=DIR]...``; ``--tree before=DIR --tree after=`` runs the daemon
+code of another checkout in DIR (``git archive <commit> daemon``) and of this one
+side by side, interleaved round by round (ceiling and callback sections).
 
 Builds tests/fixtures/rkllm_double.c with gcc and starts real daemons on it:
 
