@@ -52,6 +52,17 @@ def _exactly_false(value: Any) -> Any:
 NotSupported = Annotated[Literal[False], BeforeValidator(_exactly_false)]
 
 
+def _not_a_bool(value: Any) -> Any:
+    """JSON true/false are not numbers; pydantic's int would read them as 1 and 0.
+    (Strict ints would refuse 1.0 too, which JSON Schema counts as an integer.)"""
+    if isinstance(value, bool):
+        raise ValueError("a token id is an integer, not true or false")
+    return value
+
+
+TokenId = Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(_not_a_bool)]
+
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import Field, StrictBool, StrictInt
+from pydantic import Field, StrictBool
 
 from ... import errors as e
 from ... import structured
@@ -27,7 +27,7 @@ from ...wire import NUMBER, to_sampling
 from ..cards import CARD_CACHE, model_card, wanted_type
 from ..edge import may_load_models, read_body
 from ..routing import Route
-from ..schemas import Body, ChatMessageIn, ModelName, Sampling, message_images
+from ..schemas import Body, ChatMessageIn, ModelName, Sampling, TokenId, message_images
 from ..services import Services, services
 from ..sse import EventStream
 from ..streaming import Run, model_to_use, streamed
@@ -36,8 +36,7 @@ from .openai_logprobs import LegacyLogprobs, chat_logprobs
 
 # --- request bodies ----------------------------------------------------------------
 
-# Strict: JSON true/false are not token ids (pydantic would read them as 1 and 0).
-TokenIds = Annotated[list[Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]], Field(min_length=1)]
+TokenIds = Annotated[list[TokenId], Field(min_length=1)]
 JsonObject = dict[str, Any]
 
 

@@ -14,16 +14,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import ConfigDict, Field, StrictBool, StrictInt
+from pydantic import ConfigDict, Field, StrictBool
 
 from ....chat.turn import to_message
 from ....requests import GenerateRequest
 from ...edge import read_body
 from ...routing import Route
-from ...schemas import Body, ChatMessageIn
+from ...schemas import Body, ChatMessageIn, TokenId
 from ...services import services
-
-TokenId = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]  # true/false are not ids
 
 
 class TokenEncodeRequest(Body):
