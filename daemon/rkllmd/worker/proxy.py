@@ -310,7 +310,7 @@ class WorkerProcess:
                     if message is _CRASHED or message["kind"] in (p.DONE, p.ERROR):
                         return
         except TimeoutError:
-            self._kill_after_abort(grace)
+            await self._kill_after_abort(grace)
 
     async def _evaluated(self, queue: asyncio.Queue[Any], grace: float) -> bool:
         """Wait out a prompt's evaluation: True when it produced a token (the grace
@@ -322,7 +322,7 @@ class WorkerProcess:
             except TimeoutError:
                 now = _cpu_seconds(self.pid)
                 if busy is None or now is None or not self._computing(now - busy, grace):
-                    self._kill_after_abort(grace)
+                    await self._kill_after_abort(grace)
                     return False
                 busy = now  # still evaluating the prompt: another grace
                 continue
@@ -332,9 +332,12 @@ class WorkerProcess:
     def _computing(self, cpu_seconds: float, grace: float) -> bool:
         return cpu_seconds >= grace * _BUSY_SHARE or _runnable(self.pid)
 
-    def _kill_after_abort(self, grace: float) -> None:
+    async def _kill_after_abort(self, grace: float) -> None:
         logger.error("worker did not stop generating within %.1f s of abort; killing it", grace)
         self.kill("the worker did not stop after an abort")
+        # The generation ends when this returns: by then the exit must be known, or the
+        # model would read "ready" with a dead worker and take the next request.
+        await asyncio.shield(self._reader)
 
     async def stop(self, grace: float) -> None:
         """Ask the worker to exit; kill it if it has not within ``grace`` seconds."""
