@@ -96,9 +96,11 @@ def find(driver: WebDriver, css: str) -> WebElement:
 
 
 def text_of(driver: WebDriver, css: str) -> str:
-    """The element's textContent: hidden views too (WebElement.text is only what shows)."""
-    elements = driver.find_elements(By.CSS_SELECTOR, css)
-    return (elements[0].get_attribute("textContent") or "") if elements else ""
+    """The element's textContent: hidden views too (WebElement.text is only what shows).
+    Found and read in one script: the console re-renders its live parts on every status
+    event, and an element found first and read after may be gone by then (stale)."""
+    script = "const e = document.querySelector(arguments[0]); return e ? e.textContent : ''"
+    return str(driver.execute_script(script, css) or "")
 
 
 def severe_logs(driver: WebDriver) -> list[dict[str, Any]]:

@@ -124,8 +124,12 @@ def send(browser: WebDriver, text: str) -> None:
 
 
 def last_reply(browser: WebDriver) -> str:
-    replies = browser.find_elements(By.CSS_SELECTOR, "#chat-log .msg.assistant")
-    return (replies[-1].get_attribute("textContent") or "") if replies else ""
+    """Found and read in one script (an element read after it was found may be stale)."""
+    script = (
+        "const r = document.querySelectorAll('#chat-log .msg.assistant');"
+        "return r.length ? r[r.length - 1].textContent : ''"
+    )
+    return str(browser.execute_script(script) or "")
 
 
 def test_chat_streams_and_stop_aborts_the_generation(
@@ -192,7 +196,8 @@ def test_pull_shows_progress_and_the_model_appears(
     assert any("tiny" in i.lower() for i in ids), ids
     browser.get(f"{daemon.http_url}/ui/#models")
     wait_for(browser, lambda: model_row(browser, "tiny"), "the pulled model in the list")
-    assert PULLED_REPO in model_row(browser, "tiny").text
+    # Read inside a wait: the table re-renders on live events (a row read once may be stale).
+    wait_for(browser, lambda: PULLED_REPO in model_row(browser, "tiny").text, "the repo named")
 
 
 def test_delete_asks_for_confirmation_naming_the_file(
