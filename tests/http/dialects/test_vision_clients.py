@@ -29,18 +29,23 @@ def seeing() -> Iterator[DaemonProcess]:
     shutil.rmtree(models.parent, ignore_errors=True)
 
 
+def _ask_about(api: openai.OpenAI, *urls: str) -> openai.types.chat.ChatCompletion:
+    """One greedy question about the images at ``urls`` (data: or http URLs)."""
+    parts: list = [{"type": "image_url", "image_url": {"url": u}} for u in urls]  # type: ignore[type-arg]
+    parts.append({"type": "text", "text": "What is in the picture?"})
+    return api.chat.completions.create(
+        model=MODEL_ID,
+        messages=[{"role": "user", "content": parts}],
+        temperature=0,
+        max_tokens=12,
+    )
+
+
 def test_openai_client_image_url(seeing: DaemonProcess) -> None:
     with openai.OpenAI(base_url=seeing.http_url + "/v1", api_key="unused", max_retries=0) as api:
 
         def ask(*images: bytes) -> openai.types.chat.ChatCompletion:
-            parts: list = [{"type": "image_url", "image_url": {"url": data_url(i)}} for i in images]  # type: ignore[type-arg]
-            parts.append({"type": "text", "text": "What is in the picture?"})
-            return api.chat.completions.create(
-                model=MODEL_ID,
-                messages=[{"role": "user", "content": parts}],
-                temperature=0,
-                max_tokens=12,
-            )
+            return _ask_about(api, *(data_url(i) for i in images))
 
         one, two, blue = ask(RED), ask(RED, BLUE), ask(BLUE)
         assert one.usage and two.usage
@@ -84,14 +89,7 @@ def test_openai_client_image_url_fetched_from_an_allowed_host(fetching) -> None:
     with openai.OpenAI(base_url=daemon.http_url + "/v1", api_key="unused", max_retries=0) as api:
 
         def ask(*urls: str) -> openai.types.chat.ChatCompletion:
-            parts: list = [{"type": "image_url", "image_url": {"url": u}} for u in urls]  # type: ignore[type-arg]
-            parts.append({"type": "text", "text": "What is in the picture?"})
-            return api.chat.completions.create(
-                model=MODEL_ID,
-                messages=[{"role": "user", "content": parts}],
-                temperature=0,
-                max_tokens=12,
-            )
+            return _ask_about(api, *urls)
 
         fetched, inline = ask(server.url("/red.png")), ask(data_url(RED))
         two = ask(server.url("/red.png"), server.url("/hop"))  # a same-host redirect
